@@ -1,0 +1,74 @@
+package spool
+
+import "time"
+
+// RecipientStatus is where one recipient stands.
+type RecipientStatus string
+
+const (
+	Pending   RecipientStatus = "pending"   // not yet delivered; retried
+	Delivered RecipientStatus = "delivered" // accepted by the upstream
+	Failed    RecipientStatus = "failed"    // refused permanently or expired
+)
+
+// Envelope is everything about a message except its content. It is stored as
+// JSON; fields are only ever added, so older records stay readable.
+type Envelope struct {
+	ID         string      `json:"id"`
+	From       string      `json:"from"` // reverse-path; "" is the null sender
+	Recipients []Recipient `json:"recipients"`
+	Size       int64       `json:"size"` // bytes of the message
+	Arrived    time.Time   `json:"arrived"`
+	Origin     Origin      `json:"origin"`
+
+	EightBit bool   `json:"8bitmime,omitempty"` // BODY=8BITMIME
+	UTF8     bool   `json:"smtputf8,omitempty"` // needs SMTPUTF8
+	DSNRet   string `json:"dsn_ret,omitempty"`  // FULL or HDRS
+	EnvID    string `json:"dsn_envid,omitempty"`
+
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+// Recipient is one envelope recipient and its delivery state.
+type Recipient struct {
+	Addr   string          `json:"addr"`
+	Status RecipientStatus `json:"status"`
+	// Reply is the last answer about this recipient, such as
+	// "550 5.1.1 no such user" or a connection error.
+	Reply     string    `json:"reply,omitempty"`
+	Updated   time.Time `json:"updated,omitzero"`
+	DSNNotify string    `json:"dsn_notify,omitempty"`
+	DSNOrcpt  string    `json:"dsn_orcpt,omitempty"`
+}
+
+// Origin says who submitted the message.
+type Origin struct {
+	Kind   string `json:"kind"`             // "smtp", "sendmail" or "maildrop"
+	Client string `json:"client,omitempty"` // remote address, or unix socket path
+	UID    *int   `json:"uid,omitempty"`    // submitting user, when known
+	Helo   string `json:"helo,omitempty"`
+	User   string `json:"user,omitempty"` // authenticated user or login name
+}
+
+// Pending returns the addresses still to be delivered.
+func (e *Envelope) Pending() []string {
+	var out []string
+	for _, r := range e.Recipients {
+		if r.Status == Pending {
+			out = append(out, r.Addr)
+		}
+	}
+	return out
+}
+
+// Done reports whether no recipient is pending any more.
+func (e *Envelope) Done() bool {
+	for _, r := range e.Recipients {
+		if r.Status == Pending {
+			return false
+		}
+	}
+	return true
+}
