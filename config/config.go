@@ -1,0 +1,127 @@
+// Package config reads and validates Outbox's TOML configuration.
+//
+// The key names are a contract with users, packaging and docs (see
+// docs/design.md): add keys freely, rename none.
+package config
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// DefaultPath is used when neither --config/-C nor OUTBOX_CONFIG names a file.
+const DefaultPath = "/etc/outbox/outbox.toml"
+
+// Config is the whole configuration file after defaults are applied.
+type Config struct {
+	// Path is the file the configuration was read from.
+	Path string `toml:"-"`
+
+	Hostname string `toml:"hostname"` // EHLO name, Message-ID domain; default os.Hostname()
+	Domain   string `toml:"domain"`   // qualifies bare names; default Hostname
+
+	// MaxMessageSize is the largest message accepted, in bytes (listener and
+	// sendmail). Accepts an integer or a string such as "25MB". Default 25 MiB.
+	MaxMessageSize Size `toml:"max_message_size"`
+	// MaxRecipients per message. Default 1000.
+	MaxRecipients int `toml:"max_recipients"`
+
+	Spool    Spool    `toml:"spool"`
+	Sendmail Sendmail `toml:"sendmail"`
+	// Listeners default to one on 127.0.0.1:25 when no [[listener]] is
+	// given; an explicit `listener = []` means sendmail submission only.
+	Listeners []Listener        `toml:"listener"`
+	Upstreams []Upstream        `toml:"upstream"`
+	Aliases   map[string]string `toml:"aliases"`
+	Metrics   Metrics           `toml:"metrics"`
+	Log       Log               `toml:"log"`
+}
+
+// Spool is the [spool] table.
+type Spool struct {
+	Dir      string   `toml:"dir"`       // default /var/spool/outbox
+	RetryMin Duration `toml:"retry_min"` // default 1m
+	RetryMax Duration `toml:"retry_max"` // default 1h
+	Lifetime Duration `toml:"lifetime"`  // default 5d
+}
+
+// Sendmail is the [sendmail] table.
+type Sendmail struct {
+	Socket string `toml:"socket"` // default /run/outbox/submit.sock
+}
+
+// Listener is one [[listener]] table.
+type Listener struct {
+	// Address is "host:port" or an absolute path for a unix socket.
+	Address string `toml:"address"`
+	// TLS is "none" (default), "starttls" or "implicit".
+	TLS      string `toml:"tls"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// AllowNetworks lists the client networks that may submit without AUTH,
+	// as CIDR prefixes or bare addresses. Default when the key is absent:
+	// loopback only (127.0.0.0/8, ::1/128); an explicit [] trusts no network.
+	// Unix sockets are always trusted.
+	AllowNetworks []string `toml:"allow_networks"`
+	// Auth is "none" (default), "optional" or "required".
+	Auth      string `toml:"auth"`
+	UsersFile string `toml:"users_file"`
+
+	// Networks is AllowNetworks parsed.
+	Networks []netip.Prefix `toml:"-"`
+}
+
+// IsUnix reports whether the listener is a unix socket path.
+func (l Listener) IsUnix() bool { return len(l.Address) > 0 && l.Address[0] == '/' }
+
+// Upstream is one [[upstream]] table: a smarthost.
+type Upstream struct {
+	Host string `toml:"host"`
+	Port int    `toml:"port"` // default 587, or 465 when tls = "implicit"
+	// TLS is "implicit", "starttls", "opportunistic" or "none".
+	// Default: "implicit" on port 465, else "starttls".
+	TLS                string `toml:"tls"`
+	CAFile             string `toml:"ca_file"`
+	TLSServerName      string `toml:"tls_server_name"` // default Host
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"`
+
+	Username        string   `toml:"username"`
+	Password        string   `toml:"password"`
+	PasswordFile    string   `toml:"password_file"`
+	PasswordCommand []string `toml:"password_command"`
+	// Auth is "auto" (default when a username is set), "plain", "login",
+	// "cram-md5", "xoauth2" or "none".
+	Auth               string `toml:"auth"`
+	AllowPlaintextAuth bool   `toml:"allow_plaintext_auth"`
+
+	ConnectTimeout Duration `toml:"connect_timeout"` // default 30s
+	CommandTimeout Duration `toml:"command_timeout"` // default 5m (RFC 5321 4.5.3.2)
+	DataTimeout    Duration `toml:"data_timeout"`    // default 10m (RFC 5321 4.5.3.2, final dot)
+}
+
+// Address returns "host:port", bracketing IPv6 literals.
+func (u Upstream) Address() string {
+	return netJoin(u.Host, u.Port)
+}
+
+func netJoin(host string, port int) string {
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// Metrics is the [metrics] table.
+type Metrics struct {
+	Address string `toml:"address"` // Prometheus /metrics and /healthz; empty: off
+}
+
+// Log is the [log] table.
+type Log struct {
+	Level string `toml:"level"` // "debug", "info" (default), "warn", "error"
+}
+
+// Duration is a time.Duration that reads "30s", "15m", "1h30m" and also days: "5d".
+type Duration struct{ time.Duration }
+
+// Size is a byte count that reads an integer or "10KB", "25MB", "1GB" (powers of 1024).
+type Size int64

@@ -1,0 +1,120 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// Defaults documented in config.go and config.example.toml.
+const (
+	DefaultMaxMessageSize Size = 25 << 20
+	DefaultMaxRecipients       = 1000
+	DefaultSpoolDir            = "/var/spool/outbox"
+	DefaultSendmailSocket      = "/run/outbox/submit.sock"
+	// DefaultListenAddress is IPv4 only because an IPv6 loopback is not
+	// present on every host, and failing to bind it would stop the daemon.
+	DefaultListenAddress = "127.0.0.1:25"
+)
+
+// defaultAllowNetworks is the loopback, trusted to submit without AUTH.
+var defaultAllowNetworks = []string{"127.0.0.0/8", "::1/128"}
+
+// osHostname is a variable so tests do not depend on the machine's name.
+var osHostname = os.Hostname
+
+// defaults fills in what the file left out. Strings default when empty,
+// since an empty string is never a useful value for them (the example sets
+// ca_file = "" to mean "default"); numbers and durations default only when
+// absent, so that an explicit 0 reaches validation instead of quietly
+// becoming the default.
+func (l *loader) defaults(c *Config) {
+	if c.Hostname == "" {
+		h, err := osHostname()
+		if err != nil {
+			l.errorf("hostname", "not set, and the host's name is unknown (%v)", err)
+		}
+		// A name without a dot is kept: it is the best we have, and the
+		// administrator can set hostname when the smarthost insists.
+		c.Hostname = h
+	}
+	if c.Domain == "" {
+		c.Domain = c.Hostname
+	}
+	if !l.set["max_message_size"] {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if !l.set["max_recipients"] {
+		c.MaxRecipients = DefaultMaxRecipients
+	}
+
+	if c.Spool.Dir == "" {
+		c.Spool.Dir = DefaultSpoolDir
+	}
+	l.defaultDuration(&c.Spool.RetryMin, "spool.retry_min", time.Minute)
+	l.defaultDuration(&c.Spool.RetryMax, "spool.retry_max", time.Hour)
+	l.defaultDuration(&c.Spool.Lifetime, "spool.lifetime", 5*day)
+
+	if c.Sendmail.Socket == "" {
+		c.Sendmail.Socket = DefaultSendmailSocket
+	}
+
+	// An explicit `listener = []` is kept: it means sendmail-only.
+	if !l.set["listener"] {
+		c.Listeners = []Listener{{Address: DefaultListenAddress}}
+	}
+	for i := range c.Listeners {
+		ln, p := &c.Listeners[i], fmt.Sprintf("listener[%d]", i)
+		if ln.TLS == "" {
+			ln.TLS = "none"
+		}
+		if ln.Auth == "" {
+			ln.Auth = "none"
+		}
+		if !l.set[p+".allow_networks"] {
+			ln.AllowNetworks = append([]string(nil), defaultAllowNetworks...)
+		}
+	}
+
+	for i := range c.Upstreams {
+		u, p := &c.Upstreams[i], fmt.Sprintf("upstream[%d]", i)
+		portSet := l.set[p+".port"]
+		if u.TLS == "" {
+			if portSet && u.Port == 465 {
+				u.TLS = "implicit"
+			} else {
+				u.TLS = "starttls"
+			}
+		}
+		if !portSet {
+			if u.TLS == "implicit" {
+				u.Port = 465
+			} else {
+				u.Port = 587
+			}
+		}
+		if u.TLSServerName == "" {
+			u.TLSServerName = u.Host
+		}
+		if u.Auth == "" {
+			if u.Username != "" {
+				u.Auth = "auto"
+			} else {
+				u.Auth = "none"
+			}
+		}
+		l.defaultDuration(&u.ConnectTimeout, p+".connect_timeout", 30*time.Second)
+		l.defaultDuration(&u.CommandTimeout, p+".command_timeout", 5*time.Minute)
+		l.defaultDuration(&u.DataTimeout, p+".data_timeout", 10*time.Minute)
+	}
+
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+}
+
+func (l *loader) defaultDuration(d *Duration, key string, def time.Duration) {
+	if !l.set[key] {
+		d.Duration = def
+	}
+}

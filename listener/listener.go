@@ -1,0 +1,141 @@
+// Package listener is Outbox's SMTP service: the localhost:25 listener for
+// applications and LAN hosts, and the unix socket through which the
+// sendmail command hands mail to the daemon. Each accepted message is
+// written to the spool and made durable before the client hears 250.
+//
+// Line endings: go-smtp ends DATA only on CRLF.CRLF, and Outbox stores every
+// message with canonical CRLF line endings (bare CR and bare LF become
+// CRLF), so nothing a client sends can end a message early when it is
+// relayed, and no ambiguous line ending ever reaches the upstream.
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/outboxmta/outbox/spool"
+)
+
+// Endpoint is one address to serve and the policy that goes with it.
+type Endpoint struct {
+	// Address is "host:port" or an absolute unix socket path.
+	Address string
+	// Networks may submit without authentication. Unix socket clients are
+	// always trusted: the file mode of the socket decides who can connect.
+	Networks []netip.Prefix
+	// Sendmail marks the submission socket of the sendmail command.
+	Sendmail bool
+}
+
+// Options are the limits and names shared by all endpoints.
+type Options struct {
+	Hostname       string // greeting and Received: header
+	MaxMessageSize int64
+	MaxRecipients  int
+	Timeout        time.Duration // per command and idle; default 5m (Postfix smtpd_timeout)
+}
+
+// maxLineLength bounds one line of a command or message.
+const maxLineLength = 1 << 20
+
+// Server accepts mail on its endpoints and puts it in the spool.
+type Server struct {
+	spool    *spool.Spool
+	opts     Options
+	log      *slog.Logger
+	onQueued func(*spool.Envelope)
+
+	mu      sync.Mutex
+	servers []*smtp.Server
+}
+
+// New returns a server that spools into s and calls onQueued after each
+// message is durably queued.
+func New(s *spool.Spool, opts Options, onQueued func(*spool.Envelope), log *slog.Logger) *Server {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Minute
+	}
+	return &Server{spool: s, opts: opts, log: log, onQueued: onQueued}
+}
+
+// Listen opens the endpoint's socket. A unix socket left by an earlier run
+// is replaced; the sendmail socket is made writable by every local user.
+func Listen(ep Endpoint) (net.Listener, error) {
+	if !filepath.IsAbs(ep.Address) {
+		l, err := net.Listen("tcp", ep.Address)
+		if err != nil {
+			return nil, fmt.Errorf("listener: %w", err)
+		}
+		return l, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(ep.Address), 0o755); err != nil {
+		return nil, fmt.Errorf("listener: %w", err)
+	}
+	if fi, err := os.Lstat(ep.Address); err == nil && fi.Mode().Type() == fs.ModeSocket {
+		os.Remove(ep.Address)
+	}
+	l, err := net.Listen("unix", ep.Address)
+	if err != nil {
+		return nil, fmt.Errorf("listener: %w", err)
+	}
+	mode := os.FileMode(0o660)
+	if ep.Sendmail {
+		mode = 0o666
+	}
+	if err := os.Chmod(ep.Address, mode); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listener: %w", err)
+	}
+	return l, nil
+}
+
+// Serve serves SMTP on l for endpoint ep until ctx is done, then gives
+// sessions in progress up to 10 seconds to finish.
+func (s *Server) Serve(ctx context.Context, l net.Listener, ep Endpoint) error {
+	srv := smtp.NewServer(&backend{server: s, ep: ep})
+	srv.Domain = s.opts.Hostname
+	srv.MaxMessageBytes = s.opts.MaxMessageSize
+	srv.MaxRecipients = s.opts.MaxRecipients
+	// go-smtp applies one line limit to commands and message lines alike.
+	// Applications (PHP's HTML mail above all) send message lines far over
+	// RFC 5321's 998 octets, and Postfix accepts them, so the limit only
+	// bounds the memory a single line may take.
+	srv.MaxLineLength = maxLineLength
+	srv.ReadTimeout = s.opts.Timeout
+	srv.WriteTimeout = s.opts.Timeout
+	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true
+	srv.ErrorLog = errorLog{s.log.With("listener", ep.Address)}
+
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+	})
+	defer stop()
+	s.log.Info("listening", "address", ep.Address)
+	err := srv.Serve(l)
+	if errors.Is(err, smtp.ErrServerClosed) || ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("listener %s: %w", ep.Address, err)
+}
+
+// errorLog sends go-smtp's connection errors to slog.
+type errorLog struct{ log *slog.Logger }
+
+func (e errorLog) Printf(format string, v ...any) { e.log.Warn(fmt.Sprintf(format, v...)) }
+func (e errorLog) Println(v ...any)               { e.log.Warn(fmt.Sprint(v...)) }

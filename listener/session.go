@@ -1,0 +1,183 @@
+package listener
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/outboxmta/outbox/internal/address"
+	"github.com/outboxmta/outbox/internal/crlf"
+	"github.com/outboxmta/outbox/spool"
+)
+
+type backend struct {
+	server *Server
+	ep     Endpoint
+}
+
+func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return &session{server: b.server, ep: b.ep, conn: c, peer: peerOf(c.Conn())}, nil
+}
+
+// session is one SMTP session; go-smtp calls its methods one at a time.
+type session struct {
+	server *Server
+	ep     Endpoint
+	conn   *smtp.Conn
+	peer   peer
+
+	env *spool.Envelope // the transaction in progress; nil before MAIL
+}
+
+var (
+	errRelayDenied = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		Message: "Relay access denied: this client may not submit mail here"}
+	errSpool = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+		Message: "Insufficient system storage: message not queued, try again later"}
+)
+
+func badAddress(addr string, err error) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3},
+		Message: fmt.Sprintf("Bad address syntax <%s>: %v", addr, err)}
+}
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if !s.peer.allowed(s.ep.Networks) {
+		s.server.log.Warn("relay denied", "client", s.peer.addr, "helo", s.conn.Hostname(), "from", from)
+		return errRelayDenied
+	}
+	// go-smtp has already refused paths without a domain (501 5.5.2), as
+	// RFC 5321 asks; what it lets through is checked more closely here.
+	if from != "" {
+		if err := address.Valid(from); err != nil {
+			return badAddress(from, err)
+		}
+	}
+	s.env = &spool.Envelope{From: from, Origin: s.origin()}
+	if opts != nil {
+		s.env.EightBit = opts.Body == smtp.Body8BitMIME
+		s.env.UTF8 = opts.UTF8
+		s.env.DSNRet = string(opts.Return)
+		s.env.EnvID = opts.EnvelopeID
+	}
+	return nil
+}
+
+func (s *session) origin() spool.Origin {
+	o := spool.Origin{Kind: "smtp", Client: s.peer.addr, UID: s.peer.uid, Helo: s.conn.Hostname()}
+	if s.ep.Sendmail {
+		o.Kind = "sendmail"
+	}
+	return o
+}
+
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if s.env == nil {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL first"}
+	}
+	if err := address.Valid(to); err != nil {
+		return badAddress(to, err)
+	}
+	r := spool.Recipient{Addr: to, Status: spool.Pending}
+	if opts != nil {
+		notify := make([]string, len(opts.Notify))
+		for i, n := range opts.Notify {
+			notify[i] = string(n)
+		}
+		r.DSNNotify = strings.Join(notify, ",")
+		if opts.OriginalRecipient != "" {
+			r.DSNOrcpt = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
+		}
+	}
+	s.env.Recipients = append(s.env.Recipients, r)
+	return nil
+}
+
+func (s *session) Data(r io.Reader) error {
+	w, err := s.server.spool.Create(spool.Queue)
+	if err != nil {
+		s.server.log.Error("cannot queue message", "client", s.peer.addr, "err", err)
+		return errSpool
+	}
+	if err := s.receive(w, r); err != nil {
+		w.Abort()
+		var smtpErr *smtp.SMTPError
+		if errors.As(err, &smtpErr) {
+			return smtpErr // too large, or the client went away
+		}
+		s.server.log.Error("cannot queue message", "client", s.peer.addr, "err", err)
+		return errSpool
+	}
+	env := s.env
+	if err := w.Commit(env); err != nil {
+		s.server.log.Error("cannot queue message", "client", s.peer.addr, "err", err)
+		return errSpool
+	}
+	s.server.log.Info("queued", "id", env.ID, "from", env.From, "size", env.Size,
+		"nrcpt", len(env.Recipients), "client", s.peer.addr, "uid", uidAttr(s.peer.uid), "origin", env.Origin.Kind)
+	if s.server.onQueued != nil {
+		s.server.onQueued(env)
+	}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + env.ID}
+}
+
+// receive writes the Received: header and the message, with canonical line
+// endings, to w.
+func (s *session) receive(w *spool.Writer, r io.Reader) error {
+	if _, err := io.WriteString(w, s.received(w.ID())); err != nil {
+		return err
+	}
+	cw := crlf.NewWriter(w)
+	if _, err := io.Copy(cw, r); err != nil {
+		return err
+	}
+	return cw.Close()
+}
+
+// received returns the trace header Outbox adds, in the form Postfix uses,
+// so that admins reading a message's headers find what they know.
+func (s *session) received(id string) string {
+	now := time.Now().Format(time.RFC1123Z)
+	var b strings.Builder
+	if s.peer.unix && s.peer.uid != nil {
+		return LocalReceived(s.server.opts.Hostname, *s.peer.uid, id, time.Now())
+	} else {
+		helo := s.conn.Hostname()
+		fmt.Fprintf(&b, "Received: from %s (%s)\r\n\tby %s (Outbox) with ESMTP id %s", sanitize(helo), s.peer.addr, s.server.opts.Hostname, id)
+	}
+	if len(s.env.Recipients) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", s.env.Recipients[0].Addr)
+	}
+	fmt.Fprintf(&b, "; %s\r\n", now)
+	return b.String()
+}
+
+// sanitize keeps a client-chosen HELO name from breaking the header.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x21 || r == 0x7f || r == '(' || r == ')' {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+func uidAttr(uid *int) any {
+	if uid == nil {
+		return nil
+	}
+	return *uid
+}
+
+func (s *session) Reset()        { s.env = nil }
+func (s *session) Logout() error { return nil }
+
+// LocalReceived is the Received: header for mail a local user submitted
+// through the sendmail command, as Postfix writes it.
+func LocalReceived(hostname string, uid int, id string, now time.Time) string {
+	return fmt.Sprintf("Received: by %s (Outbox, from userid %d)\r\n\tid %s; %s\r\n", hostname, uid, id, now.Format(time.RFC1123Z))
+}
