@@ -1,65 +1,181 @@
-// Package address checks and completes envelope addresses.
+// Package address checks and completes envelope addresses, for every way
+// mail enters Outbox: the listener, the sendmail command and the queue.
 package address
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"unicode/utf8"
 )
 
-// Qualify completes a bare local name with domain ("root" becomes
-// "root@example.com") and strips angle brackets. Other addresses and the
-// empty (null) address are returned as they are.
+// maxAddressLen is the longest forward-path RFC 5321 allows (256 octets
+// including the angle brackets).
+const maxAddressLen = 254
+
+// Qualify turns addr into an address the smarthost will accept: surrounding
+// white space and one pair of angle brackets are removed and a bare local
+// part ("root") gets "@domain" appended, as Postfix does with myorigin.
+// An address that already has a domain is returned unchanged, and "" (or
+// "<>", the null sender) stays "".
 func Qualify(addr, domain string) string {
-	addr = strings.TrimSpace(addr)
-	if strings.HasPrefix(addr, "<") && strings.HasSuffix(addr, ">") {
-		addr = addr[1 : len(addr)-1]
+	a := strings.TrimSpace(addr)
+	if len(a) >= 2 && a[0] == '<' && a[len(a)-1] == '>' {
+		a = strings.TrimSpace(a[1 : len(a)-1])
 	}
-	if addr == "" || strings.Contains(addr, "@") || domain == "" {
-		return addr
+	if a == "" || domain == "" {
+		return a
 	}
-	return addr + "@" + domain
+	if _, _, hasAt := splitAddress(a); hasAt {
+		return a
+	}
+	return a + "@" + domain
 }
 
-// Valid checks that addr is a usable mailbox (local@domain) for an SMTP
-// envelope: RFC 5321 limits, no spaces or control characters, UTF-8 allowed
-// for SMTPUTF8.
-func Valid(addr string) error {
-	if len(addr) > 254 {
-		return errors.New("longer than 254 octets")
+// splitAddress splits a at its last '@' outside a quoted local part.
+// hasAt is false when there is no such '@', i.e. a is a bare local part.
+func splitAddress(a string) (local, domain string, hasAt bool) {
+	// A quoted local part may itself contain '@', but nothing after the
+	// closing quote except "@domain".
+	if strings.HasPrefix(a, `"`) {
+		end := closingQuote(a)
+		if end < 0 || end == len(a)-1 || a[end+1] != '@' {
+			return a, "", false
+		}
+		return a[:end+1], a[end+2:], true
 	}
-	if !utf8.ValidString(addr) {
+	at := strings.LastIndexByte(a, '@')
+	if at < 0 {
+		return a, "", false
+	}
+	return a[:at], a[at+1:], true
+}
+
+// closingQuote returns the index of the '"' that closes the quoted string
+// starting at s[0], or -1.
+func closingQuote(s string) int {
+	for i := 1; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '"':
+			return i
+		}
+	}
+	return -1
+}
+
+// Valid reports why a is not a mailbox that can be put in an SMTP
+// MAIL FROM or RCPT TO command (RFC 5321 section 4.1.2, with RFC 6531 UTF-8
+// allowed), or nil if it is. The checks are about keeping the envelope
+// well-formed, not about whether the mailbox exists.
+func Valid(a string) error {
+	if a == "" {
+		return errors.New("empty address")
+	}
+	if len(a) > maxAddressLen {
+		return fmt.Errorf("longer than %d bytes", maxAddressLen)
+	}
+	if !utf8.ValidString(a) {
 		return errors.New("not valid UTF-8")
 	}
-	at := strings.LastIndexByte(addr, '@')
-	if at < 0 {
-		return errors.New("no domain")
+	for i := 0; i < len(a); i++ {
+		// Covers CR and LF, which would let an address inject SMTP commands.
+		if a[i] < ' ' || a[i] == 0x7f {
+			return errors.New("contains a control character")
+		}
 	}
-	local, domain := addr[:at], addr[at+1:]
-	switch {
-	case local == "":
+	local, domain, hasAt := splitAddress(a)
+	if !hasAt {
+		return errors.New("missing @domain")
+	}
+	if local == "" {
 		return errors.New("empty local part")
-	case len(local) > 64:
-		return errors.New("local part longer than 64 octets")
-	case domain == "":
-		return errors.New("empty domain")
-	case strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") || strings.Contains(domain, ".."):
-		return errors.New("malformed domain")
 	}
-	quoted := strings.HasPrefix(local, `"`) && strings.HasSuffix(local, `"`) && len(local) >= 2
-	for _, r := range addr {
-		if r < 0x20 || r == 0x7f {
-			return errors.New("control character")
+	// Postfix refuses these by default (allow_min_user = no): an address
+	// that looks like an option is a classic way to smuggle flags into a
+	// delivery command.
+	if local[0] == '-' {
+		return errors.New("local part begins with '-'")
+	}
+	if err := validLocal(local); err != nil {
+		return err
+	}
+	return validDomain(domain)
+}
+
+func validLocal(local string) error {
+	if local[0] == '"' {
+		// A quoted string: splitAddress found its closing quote right before
+		// the '@' and control characters are already refused, so whatever is
+		// inside (spaces, '@', UTF-8) is legitimate.
+		return nil
+	}
+	if strings.HasPrefix(local, ".") || strings.HasSuffix(local, ".") {
+		return errors.New("local part begins or ends with a dot")
+	}
+	if strings.Contains(local, "..") {
+		return errors.New("local part contains consecutive dots")
+	}
+	for _, r := range local {
+		switch {
+		case r == '@':
+			return errors.New("more than one '@'")
+		case r == ' ' || r == '\t':
+			return errors.New("contains white space")
+		case r != '.' && !isAtext(r):
+			return fmt.Errorf("invalid character %q in local part", r)
 		}
-		if !quoted && (r == ' ' || r == '<' || r == '>' || r == ',' || r == ';') {
-			return errors.New("invalid character " + string(r))
-		}
-	}
-	if !quoted && (strings.HasPrefix(local, ".") || strings.HasSuffix(local, ".") || strings.Contains(local, "..")) {
-		return errors.New("malformed local part")
-	}
-	if strings.ContainsAny(domain, " \"\\@") {
-		return errors.New("malformed domain")
 	}
 	return nil
+}
+
+func validDomain(domain string) error {
+	if domain == "" {
+		return errors.New("empty domain")
+	}
+	if domain[0] == '[' {
+		// Address literal such as [192.0.2.1] or [IPv6:2001:db8::1].
+		if len(domain) < 3 || domain[len(domain)-1] != ']' {
+			return errors.New("malformed address literal")
+		}
+		for _, c := range []byte(domain[1 : len(domain)-1]) {
+			if c <= ' ' || c >= 0x7f || c == '[' || c == ']' || c == '\\' {
+				return errors.New("malformed address literal")
+			}
+		}
+		return nil
+	}
+	for label := range strings.SplitSeq(domain, ".") {
+		if label == "" {
+			return errors.New("domain has an empty label")
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("domain label %q begins or ends with '-'", label)
+		}
+		for _, r := range label {
+			// Letters, digits and hyphens (RFC 5321 sub-domain), plus UTF-8
+			// U-labels for internationalized domains.
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+				r == '-' || r >= utf8.RuneSelf) {
+				if r == ' ' || r == '\t' {
+					return errors.New("contains white space")
+				}
+				return fmt.Errorf("invalid character %q in domain", r)
+			}
+		}
+	}
+	return nil
+}
+
+// isAtext reports whether r may appear in an RFC 5322 atom (RFC 6532 adds
+// all non-ASCII characters).
+func isAtext(r rune) bool {
+	switch {
+	case r >= utf8.RuneSelf:
+		return true
+	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		return true
+	}
+	return strings.ContainsRune("!#$%&'*+-/=?^_`{|}~", r)
 }
