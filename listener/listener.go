@@ -24,6 +24,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/outboxmta/outbox/internal/address"
 	"github.com/outboxmta/outbox/spool"
 )
 
@@ -43,7 +44,8 @@ type Options struct {
 	Hostname       string // greeting and Received: header
 	MaxMessageSize int64
 	MaxRecipients  int
-	Timeout        time.Duration // per command and idle; default 5m (Postfix smtpd_timeout)
+	Aliases        address.Aliases // rewrites local recipients
+	Timeout        time.Duration   // per command and idle; default 5m (Postfix smtpd_timeout)
 }
 
 // maxLineLength bounds one line of a command or message.

@@ -82,7 +82,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := address.Valid(to); err != nil {
 		return badAddress(to, err)
 	}
-	r := spool.Recipient{Addr: to, Status: spool.Pending}
+	r := spool.Recipient{Status: spool.Pending}
 	if opts != nil {
 		notify := make([]string, len(opts.Notify))
 		for i, n := range opts.Notify {
@@ -93,7 +93,14 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			r.DSNOrcpt = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
 		}
 	}
-	s.env.Recipients = append(s.env.Recipients, r)
+	targets := s.server.opts.Aliases.Expand(to)
+	if r.DSNOrcpt == "" && (len(targets) != 1 || targets[0] != to) {
+		r.DSNOrcpt = "rfc822;" + to // DSNs should name the address the client used
+	}
+	for _, t := range targets {
+		r.Addr = t
+		s.env.Recipients = append(s.env.Recipients, r)
+	}
 	return nil
 }
 

@@ -205,3 +205,30 @@ func (s *Spool) Move(id string, from, to State) error {
 	}
 	return nil
 }
+
+// Accept takes record id from incoming/ into the queue after checking it
+// whole, so a half-written or damaged drop never enters the queue.
+func (s *Spool) Accept(id string) error {
+	if !ValidID(id) {
+		return fmt.Errorf("spool: %q is not a queue ID", id)
+	}
+	f, err := os.Open(s.path(Incoming, id))
+	if err != nil {
+		return fmt.Errorf("spool: accept %s: %w", id, err)
+	}
+	env, t, err := readEnvelope(f)
+	if err == nil {
+		err = verifyBody(f, t)
+	}
+	f.Close()
+	if err == nil && env.ID != id {
+		err = corrupt("file name differs from envelope id %s", env.ID)
+	}
+	if errors.Is(err, ErrCorrupt) {
+		s.quarantine(Incoming, id, err)
+	}
+	if err != nil {
+		return fmt.Errorf("spool: accept %s: %w", id, err)
+	}
+	return s.Move(id, Incoming, Queue)
+}

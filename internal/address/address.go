@@ -38,7 +38,7 @@ func splitAddress(a string) (local, domain string, hasAt bool) {
 	// A quoted local part may itself contain '@', but nothing after the
 	// closing quote except "@domain".
 	if strings.HasPrefix(a, `"`) {
-		end := closingQuote(a)
+		end := ClosingQuote(a)
 		if end < 0 || end == len(a)-1 || a[end+1] != '@' {
 			return a, "", false
 		}
@@ -51,9 +51,9 @@ func splitAddress(a string) (local, domain string, hasAt bool) {
 	return a[:at], a[at+1:], true
 }
 
-// closingQuote returns the index of the '"' that closes the quoted string
+// ClosingQuote returns the index of the '"' that closes the quoted string
 // starting at s[0], or -1.
-func closingQuote(s string) int {
+func ClosingQuote(s string) int {
 	for i := 1; i < len(s); i++ {
 		switch s[i] {
 		case '\\':
@@ -123,7 +123,7 @@ func validLocal(local string) error {
 			return errors.New("more than one '@'")
 		case r == ' ' || r == '\t':
 			return errors.New("contains white space")
-		case r != '.' && !isAtext(r):
+		case r != '.' && !IsAtext(r):
 			return fmt.Errorf("invalid character %q in local part", r)
 		}
 	}
@@ -168,9 +168,9 @@ func validDomain(domain string) error {
 	return nil
 }
 
-// isAtext reports whether r may appear in an RFC 5322 atom (RFC 6532 adds
+// IsAtext reports whether r may appear in an RFC 5322 atom (RFC 6532 adds
 // all non-ASCII characters).
-func isAtext(r rune) bool {
+func IsAtext(r rune) bool {
 	switch {
 	case r >= utf8.RuneSelf:
 		return true

@@ -1,0 +1,429 @@
+package main
+
+// End-to-end tests: the real outbox binary, invoked as itself and as
+// sendmail, delivering to a real SMTP server process (internal/smtpsink).
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// bin holds the binaries TestMain builds: outbox, sendmail (a symlink to
+// outbox) and smtpsink.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "outbox-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := func() int {
+		defer os.RemoveAll(dir)
+		for pkg, name := range map[string]string{".": "outbox", "../../internal/smtpsink": "smtpsink"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			if err := cmd.Run(); err != nil {
+				fmt.Fprintf(os.Stderr, "building %s: %v\n", name, err)
+				return 1
+			}
+		}
+		for _, alias := range []string{"sendmail", "mailq"} {
+			if err := os.Symlink("outbox", filepath.Join(dir, alias)); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
+		bin = dir
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// freeAddr returns a loopback address with a port nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitFor polls cond until it holds, failing the test after a generous
+// limit: it bounds a hang, it does not measure speed.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// process is a child process whose output is kept for failure reports.
+type process struct {
+	cmd *exec.Cmd
+	out *bytes.Buffer
+}
+
+func start(t *testing.T, name string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(filepath.Join(bin, name), args...), out: &bytes.Buffer{}}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.out)
+		}
+	})
+	return p
+}
+
+// stop ends the process with sig and waits for it.
+func (p *process) stop(t *testing.T, sig syscall.Signal) error {
+	t.Helper()
+	p.cmd.Process.Signal(sig)
+	return p.cmd.Wait()
+}
+
+func listening(addr string) bool {
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
+// world is one test's temporary installation.
+type world struct {
+	dir      string // root of everything
+	config   string
+	listen   string // the listener's address
+	sinkAddr string
+	sinkDir  string
+	sink     *process
+	serve    *process
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{dir: t.TempDir(), listen: freeAddr(t), sinkAddr: freeAddr(t)}
+	w.sinkDir = filepath.Join(w.dir, "sink")
+	w.config = filepath.Join(w.dir, "outbox.toml")
+	if err := os.Mkdir(w.sinkDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(w.sinkAddr)
+	cfg := fmt.Sprintf(`hostname = "relay.test"
+domain = "example.com"
+
+[spool]
+dir = %q
+retry_min = "1s"
+retry_max = "2s"
+
+[sendmail]
+socket = %q
+
+[[listener]]
+address = %q
+
+[[upstream]]
+host = %q
+port = %s
+tls = "none"
+
+[aliases]
+root = "admin@example.net"
+`, filepath.Join(w.dir, "spool"), filepath.Join(w.dir, "run", "submit.sock"), w.listen, host, port)
+	if err := os.WriteFile(w.config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func (w *world) startSink(t *testing.T) {
+	t.Helper()
+	w.sink = start(t, "smtpsink", "-listen", w.sinkAddr, "-dir", w.sinkDir)
+	waitFor(t, "the sink to listen", func() bool { return listening(w.sinkAddr) })
+}
+
+func (w *world) stopSink(t *testing.T) {
+	t.Helper()
+	w.sink.stop(t, syscall.SIGTERM)
+}
+
+func (w *world) startServe(t *testing.T) {
+	t.Helper()
+	w.serve = start(t, "outbox", "serve", "--config", w.config)
+	waitFor(t, "outbox serve to listen", func() bool { return listening(w.listen) })
+}
+
+// sendmail runs the binary as sendmail with stdin and returns its output.
+func (w *world) sendmail(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "sendmail"), args...)
+	cmd.Env = append(os.Environ(), "OUTBOX_CONFIG="+w.config)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// smtpSend submits one message through the listener and returns the reply
+// to the end of DATA.
+func (w *world) smtpSend(t *testing.T, from string, to []string, msg string) string {
+	t.Helper()
+	c, err := smtp.Dial(w.listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail(from, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range to {
+		if err := c.Rcpt(r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := d.CloseWithResponse()
+	if err != nil {
+		t.Fatalf("end of DATA: %v", err)
+	}
+	c.Quit()
+	return resp.StatusText
+}
+
+// delivered returns the messages the sink stored.
+func (w *world) delivered(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(w.sinkDir, "*.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
+
+// count returns how many delivered messages contain marker.
+func (w *world) count(t *testing.T, marker string) int {
+	n := 0
+	for _, m := range w.delivered(t) {
+		if strings.Contains(m, marker) {
+			n++
+		}
+	}
+	return n
+}
+
+// queue returns `outbox queue list --json`.
+func (w *world) queue(t *testing.T) []queueEntry {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(bin, "outbox"), "queue", "list", "--json", "--config", w.config).Output()
+	if err != nil {
+		t.Fatalf("outbox queue list: %v", err)
+	}
+	var q []queueEntry
+	if err := json.Unmarshal(out, &q); err != nil {
+		t.Fatalf("queue list output %q: %v", out, err)
+	}
+	return q
+}
+
+func TestEndToEnd(t *testing.T) {
+	w := newWorld(t)
+	w.startSink(t)
+	w.startServe(t)
+
+	// 1. The binary invoked as sendmail, recipients on the command line.
+	out, err := w.sendmail(t, "Subject: via sendmail\nX-Marker: one\n\nhello from sendmail\n", "-i", "alice@example.net", "root")
+	if err != nil {
+		t.Fatalf("sendmail: %v\n%s", err, out)
+	}
+	// 2. An SMTP client through the listener.
+	reply := w.smtpSend(t, "app@example.com", []string{"bob@example.net", "carol@example.net"},
+		"Subject: via smtp\r\nX-Marker: two\r\n\r\nhello from smtp\r\n")
+	if !strings.Contains(reply, "queued as") {
+		t.Errorf("DATA reply %q does not name the queue ID", reply)
+	}
+
+	waitFor(t, "both messages at the upstream", func() bool { return w.count(t, "X-Marker:") == 2 })
+	for _, m := range w.delivered(t) {
+		switch {
+		case strings.Contains(m, "X-Marker: one"):
+			for _, want := range []string{"X-Sink-Rcpt-To: <alice@example.net>", "X-Sink-Rcpt-To: <admin@example.net>",
+				"Received: by relay.test (Outbox, from userid",
+				"From: ", "Date: ", "Message-ID: ", "\r\n\r\nhello from sendmail\r\n"} {
+				if !strings.Contains(m, want) {
+					t.Errorf("sendmail message lacks %q:\n%s", want, m)
+				}
+			}
+		case strings.Contains(m, "X-Marker: two"):
+			for _, want := range []string{"X-Sink-Mail-From: <app@example.com>", "X-Sink-Rcpt-To: <bob@example.net>",
+				"X-Sink-Rcpt-To: <carol@example.net>", "Received: from client.test (127.0.0.1:", "\r\n\r\nhello from smtp\r\n"} {
+				if !strings.Contains(m, want) {
+					t.Errorf("smtp message lacks %q:\n%s", want, m)
+				}
+			}
+		}
+	}
+	waitFor(t, "the queue to empty", func() bool { return len(w.queue(t)) == 0 })
+
+	// 3. Upstream down: the message is deferred, then delivered by the
+	// background retry once the upstream is back.
+	w.stopSink(t)
+	out, err = w.sendmail(t, "Subject: deferred\nX-Marker: three\n\nwhile the upstream was down\n", "dave@example.net")
+	if err != nil {
+		t.Fatalf("sendmail: %v\n%s", err, out)
+	}
+	waitFor(t, "a failed attempt", func() bool {
+		q := w.queue(t)
+		return len(q) == 1 && q[0].Attempts >= 1 && q[0].LastError != ""
+	})
+	w.startSink(t)
+	waitFor(t, "the deferred message at the upstream", func() bool { return w.count(t, "X-Marker: three") == 1 })
+	waitFor(t, "the queue to empty", func() bool { return len(w.queue(t)) == 0 })
+
+	if err := w.serve.stop(t, syscall.SIGTERM); err != nil {
+		t.Errorf("outbox serve exited with %v after SIGTERM", err)
+	}
+	// Exactly once each.
+	for _, marker := range []string{"X-Marker: one", "X-Marker: two", "X-Marker: three"} {
+		if n := w.count(t, marker); n != 1 {
+			t.Errorf("%s delivered %d times", marker, n)
+		}
+	}
+}
+
+// A message acknowledged with 250 survives kill -9 of the daemon and is
+// delivered after a restart.
+func TestKillAfterAck(t *testing.T) {
+	w := newWorld(t)
+	w.startServe(t) // the upstream is down: nothing leaves the queue yet
+	const n = 5
+	for i := range n {
+		reply := w.smtpSend(t, "app@example.com", []string{"x@example.net"},
+			fmt.Sprintf("Subject: kill test\r\nX-Marker: kill-%d\r\n\r\nbody\r\n", i))
+		if !strings.Contains(reply, "queued") {
+			t.Fatalf("reply %q", reply)
+		}
+	}
+	w.serve.stop(t, syscall.SIGKILL)
+
+	w.startSink(t)
+	w.startServe(t)
+	for i := range n {
+		marker := fmt.Sprintf("X-Marker: kill-%d\r\n", i)
+		waitFor(t, marker, func() bool { return w.count(t, marker) >= 1 })
+	}
+	waitFor(t, "the queue to empty", func() bool { return len(w.queue(t)) == 0 })
+	for i := range n {
+		if c := w.count(t, fmt.Sprintf("X-Marker: kill-%d\r\n", i)); c != 1 {
+			t.Errorf("message %d delivered %d times", i, c)
+		}
+	}
+}
+
+// With the daemon down, sendmail drops the message into the spool and exits
+// 0; mailq shows it; the daemon delivers it when it starts.
+func TestSendmailWhileDaemonDown(t *testing.T) {
+	w := newWorld(t)
+	// The daemon creates the spool on its first start.
+	w.startServe(t)
+	w.serve.stop(t, syscall.SIGTERM)
+
+	out, err := w.sendmail(t, "To: Admin <root>\nSubject: dropped\nX-Marker: dropped\n\nqueued with no daemon\n", "-t", "-i")
+	if err != nil {
+		t.Fatalf("sendmail with the daemon down: %v\n%s", err, out)
+	}
+	cmd := exec.Command(filepath.Join(bin, "mailq"))
+	cmd.Env = append(os.Environ(), "OUTBOX_CONFIG="+w.config)
+	mq, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(mq), "admin@example.net") || !strings.Contains(string(mq), "in 1 Request.") {
+		t.Errorf("mailq (%v):\n%s", err, mq)
+	}
+
+	w.startSink(t)
+	w.startServe(t)
+	waitFor(t, "the dropped message at the upstream", func() bool { return w.count(t, "X-Marker: dropped") == 1 })
+	m := w.delivered(t)[0]
+	for _, want := range []string{"X-Sink-Rcpt-To: <admin@example.net>", "Received: by relay.test (Outbox, from userid", "To: Admin <root>\r\n"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("dropped message lacks %q:\n%s", want, m)
+		}
+	}
+}
+
+// Neither the daemon nor a spool: exit 75 with a message saying what to fix.
+func TestSendmailNowhereToQueue(t *testing.T) {
+	w := newWorld(t) // the spool does not exist yet
+	out, err := w.sendmail(t, "Subject: x\n\nbody\n", "bob@example.net")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 75 {
+		t.Fatalf("sendmail exit: %v, want status 75\n%s", err, out)
+	}
+	if !strings.Contains(out, "outbox serve") {
+		t.Errorf("message does not say what to fix: %s", out)
+	}
+}
+
+func TestSendmailUsageErrors(t *testing.T) {
+	w := newWorld(t)
+	for _, tt := range []struct {
+		args []string
+		code int
+	}{
+		{nil, 64},                      // no recipients
+		{[]string{"-f"}, 64},           // missing argument
+		{[]string{"bad@@address"}, 67}, // malformed recipient
+		{[]string{"-C", "/nonexistent.toml", "a@example.net"}, 78},
+	} {
+		out, err := w.sendmail(t, "Subject: x\n\nbody\n", tt.args...)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != tt.code {
+			t.Errorf("sendmail %q: %v, want status %d\n%s", tt.args, err, tt.code, out)
+		}
+		if !strings.HasPrefix(out, "sendmail: ") {
+			t.Errorf("sendmail %q: message %q does not start with the program name", tt.args, out)
+		}
+	}
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"sort"
+	"strings"
+
+	"github.com/outboxmta/outbox/spool"
+)
+
+func queueMain(args []string, e env) error {
+	if len(args) == 0 {
+		return usageError{"missing subcommand: list or show"}
+	}
+	fs, path := flags("queue "+args[0], e)
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path, e)
+	if err != nil {
+		return err
+	}
+	sp, err := spool.Open(cfg.Spool.Dir, nil)
+	if err != nil {
+		return err
+	}
+	switch args[0] {
+	case "list":
+		entries, err := listQueue(sp)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(e.stdout, entries)
+		}
+		writeMailq(e.stdout, entries)
+		return nil
+	case "show":
+		if len(pos) != 1 {
+			return usageError{"usage: outbox queue show ID"}
+		}
+		return showMessage(e.stdout, sp, pos[0], *asJSON)
+	}
+	return usageError{fmt.Sprintf("unknown queue subcommand %q", args[0])}
+}
+
+// queueEntry is one message as listed.
+type queueEntry struct {
+	State string `json:"state"`
+	*spool.Envelope
+}
+
+// listQueue returns the messages in queue/ and hold/, oldest first.
+func listQueue(sp *spool.Spool) ([]queueEntry, error) {
+	var out []queueEntry
+	for _, st := range []spool.State{spool.Queue, spool.Hold, spool.Incoming} {
+		err := sp.Scan(st, func(env *spool.Envelope) error {
+			out = append(out, queueEntry{State: string(st), Envelope: env})
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// writeMailq prints entries in Postfix's mailq layout, which admins and
+// their scripts know: "!" marks held mail, "*" mail being delivered is not
+// shown separately here.
+func writeMailq(w io.Writer, entries []queueEntry) {
+	if len(entries) == 0 {
+		fmt.Fprintln(w, "Mail queue is empty")
+		return
+	}
+	fmt.Fprintln(w, "-Queue ID-       --Size-- ----Arrival Time---- -Sender/Recipient-------")
+	var total int64
+	for _, q := range entries {
+		mark := " "
+		if q.State == string(spool.Hold) {
+			mark = "!"
+		}
+		from := q.From
+		if from == "" {
+			from = "MAILER-DAEMON"
+		}
+		fmt.Fprintf(w, "%s%s %8d %s  %s\n", q.ID, mark, q.Size, q.Arrived.Local().Format("Mon Jan _2 15:04:05"), from)
+		shown := map[string]bool{}
+		for _, r := range q.Recipients {
+			if r.Status != spool.Pending {
+				continue
+			}
+			if r.Reply != "" && !shown[r.Reply] {
+				shown[r.Reply] = true
+				fmt.Fprintf(w, "%49s(%s)\n", "", oneLine(r.Reply))
+			}
+			fmt.Fprintf(w, "%49s%s\n", "", r.Addr)
+		}
+		fmt.Fprintln(w)
+		total += q.Size
+	}
+	req := "Requests"
+	if len(entries) == 1 {
+		req = "Request"
+	}
+	fmt.Fprintf(w, "-- %d Kbytes in %d %s.\n", (total+1023)/1024, len(entries), req)
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func showMessage(w io.Writer, sp *spool.Spool, id string, asJSON bool) error {
+	for _, st := range []spool.State{spool.Queue, spool.Hold, spool.FailedQ, spool.Incoming} {
+		env, body, err := sp.Read(st, id)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return err
+		}
+		if asJSON {
+			return writeJSON(w, struct {
+				State string `json:"state"`
+				*spool.Envelope
+				Message string `json:"message"`
+			}{string(st), env, string(body)})
+		}
+		fmt.Fprintf(w, "*** ENVELOPE RECORDS %s (%s) ***\n", id, st)
+		if err := writeJSON(w, env); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "*** MESSAGE CONTENTS %s ***\n", id)
+		_, err = w.Write(body)
+		return err
+	}
+	return fmt.Errorf("%s: no such message", id)
+}
+
+func mailqMain(args []string, e env) int {
+	return exitCode(e, "mailq", queueMain(append([]string{"list"}, args...), e))
+}

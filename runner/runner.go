@@ -1,0 +1,332 @@
+// Package runner delivers queued mail: it keeps a schedule of when each
+// message in the spool is due, hands due messages to the upstream client,
+// records each recipient's result in the spool, and retries with backoff
+// until every recipient is delivered, fails permanently, or the message
+// outlives the queue lifetime.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/outboxmta/outbox/spool"
+	"github.com/outboxmta/outbox/upstream"
+)
+
+// Deliverer makes one delivery attempt; *upstream.Client is one.
+type Deliverer interface {
+	Deliver(ctx context.Context, m *upstream.Message) ([]upstream.Result, error)
+}
+
+// Options tunes a Runner; zero values take the defaults.
+type Options struct {
+	Workers int           // concurrent delivery attempts; default 4
+	Rescan  time.Duration // how often queue/ and incoming/ are read again; default 1m
+	Relay   string        // upstream name for logs
+}
+
+// Runner is the background queue runner.
+type Runner struct {
+	spool   *spool.Spool
+	up      Deliverer
+	policy  Policy
+	opts    Options
+	log     *slog.Logger
+	now     func() time.Time
+	wake    chan struct{}
+	mu      sync.Mutex
+	sched   *schedule
+	running sync.WaitGroup
+}
+
+// New returns a runner for the spool s delivering through up.
+func New(s *spool.Spool, up Deliverer, p Policy, opts Options, log *slog.Logger) *Runner {
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.Rescan <= 0 {
+		opts.Rescan = time.Minute
+	}
+	r := &Runner{
+		spool: s, up: up, policy: p, opts: opts, log: log,
+		now:   time.Now,
+		wake:  make(chan struct{}, 1),
+		sched: newSchedule(),
+	}
+	return r
+}
+
+// Enqueue tells the runner about a message just committed to queue/.
+func (r *Runner) Enqueue(id string, due time.Time) {
+	r.mu.Lock()
+	r.sched.add(id, due)
+	r.mu.Unlock()
+	r.poke()
+}
+
+func (r *Runner) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers until ctx is done, then waits for attempts in flight to
+// finish (they are cut short by ctx, and their outcome is recorded).
+func (r *Runner) Run(ctx context.Context) error {
+	if err := r.rescan(); err != nil {
+		return err
+	}
+	r.log.Info("queue runner started", "queued", r.queued())
+	defer r.running.Wait()
+
+	rescan := time.NewTicker(r.opts.Rescan)
+	defer rescan.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		wait := r.dispatch(ctx)
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.wake:
+		case <-timer.C:
+		case <-rescan.C:
+			if err := r.rescan(); err != nil {
+				r.log.Error("queue rescan failed", "err", err)
+			}
+		}
+	}
+}
+
+// dispatch starts every due attempt there is a worker for and returns how
+// long to sleep until the next one is due.
+func (r *Runner) dispatch(ctx context.Context) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		e, ok := r.sched.next()
+		if !ok {
+			return time.Hour
+		}
+		if wait := e.due.Sub(r.now()); wait > 0 {
+			return wait
+		}
+		if len(r.sched.inflight) >= r.opts.Workers {
+			return time.Hour // an attempt finishing pokes us
+		}
+		id := r.sched.take()
+		r.running.Add(1)
+		go func() {
+			defer r.running.Done()
+			next := r.attempt(ctx, id)
+			r.mu.Lock()
+			r.sched.finish(id, next)
+			r.mu.Unlock()
+			r.poke()
+		}()
+	}
+}
+
+func (r *Runner) queued() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sched.len()
+}
+
+// rescan takes in mail dropped into incoming/ and plans every record of
+// queue/ not yet known: records written by other processes and, at start,
+// everything left from before a restart.
+func (r *Runner) rescan() error {
+	err := r.spool.Scan(spool.Incoming, func(env *spool.Envelope) error {
+		if err := r.spool.Accept(env.ID); err != nil {
+			r.log.Error("cannot accept dropped message", "id", env.ID, "err", err)
+			return nil
+		}
+		r.log.Info("queued", "id", env.ID, "from", env.From, "size", env.Size,
+			"nrcpt", len(env.Recipients), "origin", env.Origin.Kind, "uid", uidAttr(env.Origin.UID))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return r.spool.Scan(spool.Queue, func(env *spool.Envelope) error {
+		r.mu.Lock()
+		if !r.sched.known(env.ID) {
+			r.sched.add(env.ID, env.NextAttempt)
+		}
+		r.mu.Unlock()
+		return nil
+	})
+}
+
+func uidAttr(uid *int) any {
+	if uid == nil {
+		return nil
+	}
+	return *uid
+}
+
+// attempt delivers id once and returns when it is due again, or the zero
+// time when it left the queue or is not ours to plan.
+func (r *Runner) attempt(ctx context.Context, id string) time.Time {
+	l, err := r.spool.Lock(id)
+	switch {
+	case errors.Is(err, spool.ErrLocked):
+		return r.now().Add(r.policy.RetryMin) // another runner has it now
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, spool.ErrCorrupt):
+		return time.Time{} // gone, or quarantined by Lock
+	case err != nil:
+		r.log.Error("cannot open queued message", "id", id, "err", err)
+		return r.now().Add(r.policy.RetryMin)
+	}
+	defer l.Close()
+	env := l.Envelope()
+	if r.now().Sub(env.Arrived) > r.policy.Lifetime {
+		r.expire(l)
+		return time.Time{}
+	}
+	r.deliver(ctx, l)
+	return r.finish(l)
+}
+
+// deliver makes one attempt for the pending recipients and records the
+// outcome in the envelope (not yet on disk).
+func (r *Runner) deliver(ctx context.Context, l *spool.Locked) {
+	env := l.Envelope()
+	msg := &upstream.Message{
+		ID: env.ID, From: env.From, Recipients: env.Pending(),
+		Body: l.Body(), Size: env.Size, UTF8: env.UTF8, EightBit: env.EightBit,
+	}
+	start := r.now()
+	results, err := r.up.Deliver(ctx, msg)
+	now := r.now()
+	env.Attempts++
+	if err != nil {
+		var ue *upstream.Error
+		temporary := !errors.As(err, &ue) || ue.Temporary
+		env.LastError = err.Error()
+		for i := range env.Recipients {
+			rc := &env.Recipients[i]
+			if rc.Status != spool.Pending {
+				continue
+			}
+			rc.Reply, rc.Updated = env.LastError, now
+			if !temporary {
+				rc.Status = spool.Failed
+				r.log.Warn("failed", "id", env.ID, "to", rc.Addr, "relay", r.opts.Relay, "reply", rc.Reply)
+			}
+		}
+		if temporary {
+			r.log.Warn("deferred", "id", env.ID, "relay", r.opts.Relay, "nrcpt", len(msg.Recipients),
+				"attempts", env.Attempts, "reason", env.LastError)
+		}
+		return
+	}
+	byAddr := make(map[string]upstream.Result, len(results))
+	for _, res := range results {
+		byAddr[res.Recipient] = res
+	}
+	env.LastError = ""
+	for i := range env.Recipients {
+		rc := &env.Recipients[i]
+		res, ok := byAddr[rc.Addr]
+		if rc.Status != spool.Pending || !ok {
+			continue
+		}
+		rc.Reply, rc.Updated = reply(res), now
+		attrs := []any{"id", env.ID, "to", rc.Addr, "relay", r.opts.Relay, "reply", rc.Reply}
+		switch res.Status {
+		case upstream.Delivered:
+			rc.Status = spool.Delivered
+			r.log.Info("delivered", append(attrs, "delay", now.Sub(env.Arrived).Round(time.Millisecond),
+				"attempt_time", now.Sub(start).Round(time.Millisecond))...)
+		case upstream.Failed:
+			rc.Status = spool.Failed
+			r.log.Warn("failed", attrs...)
+		default:
+			env.LastError = rc.Reply
+			r.log.Warn("deferred", append(attrs, "attempts", env.Attempts)...)
+		}
+	}
+}
+
+func reply(res upstream.Result) string {
+	switch {
+	case res.Code == 0:
+		return res.Text
+	case res.Enhanced == "":
+		return fmt.Sprintf("%d %s", res.Code, res.Text)
+	default:
+		return fmt.Sprintf("%d %s %s", res.Code, res.Enhanced, res.Text)
+	}
+}
+
+// finish persists the attempt's outcome and returns when the message is due
+// again.
+func (r *Runner) finish(l *spool.Locked) time.Time {
+	env := l.Envelope()
+	if env.Done() {
+		if failed := countFailed(env); failed > 0 {
+			// Bounces to the sender come with the upstream issue; until
+			// then the message is kept in failed/ for the administrator.
+			if err := l.MoveTo(spool.FailedQ); err != nil {
+				r.log.Error("cannot move message to failed/", "id", env.ID, "err", err)
+				return r.now().Add(r.policy.RetryMin)
+			}
+			r.log.Warn("moved to failed", "id", env.ID, "failed", failed)
+			return time.Time{}
+		}
+		if err := l.Remove(); err != nil {
+			r.log.Error("cannot remove delivered message", "id", env.ID, "err", err)
+			return r.now().Add(r.policy.RetryMin)
+		}
+		r.log.Info("removed", "id", env.ID)
+		return time.Time{}
+	}
+	env.NextAttempt = r.now().Add(r.policy.Backoff(env.Attempts))
+	if err := l.Update(); err != nil {
+		// The old record still stands: the attempt is repeated later, and
+		// recipients already delivered may get a duplicate (at least once).
+		r.log.Error("cannot record delivery attempt", "id", env.ID, "err", err)
+	}
+	r.log.Info("next attempt", "id", env.ID, "at", env.NextAttempt.Format(time.RFC3339),
+		"pending", len(env.Pending()))
+	return env.NextAttempt
+}
+
+func countFailed(env *spool.Envelope) int {
+	n := 0
+	for _, rc := range env.Recipients {
+		if rc.Status == spool.Failed {
+			n++
+		}
+	}
+	return n
+}
+
+// expire fails every pending recipient of a message that outlived the queue
+// lifetime.
+func (r *Runner) expire(l *spool.Locked) {
+	env := l.Envelope()
+	now := r.now()
+	why := fmt.Sprintf("expired after %s in the queue", now.Sub(env.Arrived).Round(time.Second))
+	if env.LastError != "" {
+		why += "; last error: " + env.LastError
+	}
+	for i := range env.Recipients {
+		if rc := &env.Recipients[i]; rc.Status == spool.Pending {
+			rc.Status, rc.Reply, rc.Updated = spool.Failed, why, now
+			r.log.Warn("expired", "id", env.ID, "to", rc.Addr, "reason", why)
+		}
+	}
+	if err := l.MoveTo(spool.FailedQ); err != nil {
+		r.log.Error("cannot move expired message to failed/", "id", env.ID, "err", err)
+	}
+}

@@ -1,0 +1,341 @@
+// Package upstream relays queued mail to a smarthost over SMTP.
+//
+// A Client makes one delivery attempt per Deliver call on a fresh
+// connection: connect, TLS, EHLO, AUTH, MAIL, one RCPT per recipient, DATA.
+// It reports each recipient's outcome separately, or an *Error when the
+// attempt failed as a whole; the spool decides what to retry. See Error for
+// how failures are classified as temporary or permanent.
+//
+// It is built on github.com/emersion/go-smtp's Client but does the
+// cleartext part of STARTTLS itself (go-smtp offers STARTTLS only through
+// NewClientStartTLS, which greets as "localhost" with its own 5 minute
+// timeouts), and it does not use go-smtp's SendMail (stops at the first
+// rejected recipient) or DebugWriter (copies AUTH secrets).
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/outboxmta/outbox/config"
+)
+
+// Fallbacks for zero timeouts; config normally applies the same defaults
+// (RFC 5321 section 4.5.3.2).
+const (
+	defaultConnectTimeout = 30 * time.Second
+	defaultCommandTimeout = 5 * time.Minute
+	defaultDataTimeout    = 10 * time.Minute
+	// quitTimeout bounds the courtesy QUIT: a server slow to say goodbye
+	// must not hold up the queue.
+	quitTimeout = 10 * time.Second
+)
+
+// Client relays mail to one upstream. It holds no connection between
+// attempts and is safe for concurrent use.
+type Client struct {
+	// Trace, if not nil, receives a protocol trace of every attempt, with
+	// AUTH secrets and message data left out. Set it before first use.
+	// Meant for `outbox check`: concurrent attempts interleave their lines.
+	Trace io.Writer
+
+	cfg     config.Upstream
+	hello   string
+	log     *slog.Logger
+	traceMu sync.Mutex
+}
+
+// New returns a Client for the upstream cfg, with defaults applied, that
+// introduces itself as helloName. log may be nil.
+func New(cfg config.Upstream, helloName string, log *slog.Logger) *Client {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if helloName == "" {
+		helloName = "localhost"
+	}
+	return &Client{
+		cfg:   cfg,
+		hello: helloName,
+		log:   log.With("upstream", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))),
+	}
+}
+
+func (c *Client) timeouts() (connect, command, data time.Duration) {
+	or := func(d config.Duration, def time.Duration) time.Duration {
+		if d.Duration > 0 {
+			return d.Duration
+		}
+		return def
+	}
+	return or(c.cfg.ConnectTimeout, defaultConnectTimeout),
+		or(c.cfg.CommandTimeout, defaultCommandTimeout),
+		or(c.cfg.DataTimeout, defaultDataTimeout)
+}
+
+// session is one connection to the upstream.
+type session struct {
+	c       *Client
+	ctx     context.Context
+	log     *slog.Logger
+	raw     net.Conn    // the TCP connection; closing it interrupts everything
+	stop    func() bool // stops the context watcher
+	sc      *smtp.Client
+	tls     *tlsInfo // nil while in cleartext
+	mech    string   // SASL mechanism used, "" if none
+	broken  bool     // the connection is unusable: skip QUIT
+	trace   *tracer
+	capture *ehloCapture
+}
+
+// open connects and gets s ready for MAIL: TLS, EHLO and AUTH as configured.
+// On error s is closed but keeps what was learned, for Probe.
+func (c *Client) open(ctx context.Context, s *session) (err error) {
+	s.c, s.ctx, s.log = c, ctx, c.log
+	connectTimeout, cmdTimeout, dataTimeout := c.timeouts()
+	if c.Trace != nil {
+		s.trace = &tracer{mu: &c.traceMu, w: c.Trace}
+	}
+
+	mode := c.cfg.TLS
+	var tlsCfg *tls.Config
+	switch mode {
+	case tlsImplicit, tlsStartTLS, tlsOpportunistic:
+		if tlsCfg, err = c.tlsConfig(); err != nil {
+			return &Error{Op: "tls-config", Temporary: true, Text: clean(err.Error()), Err: err}
+		}
+	case tlsNone:
+	default:
+		err := fmt.Errorf("unknown tls mode %q", mode)
+		return &Error{Op: "tls-config", Temporary: true, Text: err.Error(), Err: err}
+	}
+
+	if strings.ContainsAny(c.hello, "\r\n\t ") {
+		return &Error{Op: "ehlo", Temporary: true, Text: "invalid hello name " + strconv.Quote(c.hello)}
+	}
+
+	addr := net.JoinHostPort(c.cfg.Host, strconv.Itoa(c.cfg.Port))
+	d := net.Dialer{Timeout: connectTimeout}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return newError(ctx, "connect", err)
+	}
+	s.raw = raw
+	// Cancellation closes the connection, which unblocks whatever go-smtp
+	// or crypto/tls is waiting for; the error then reports the cause.
+	s.stop = context.AfterFunc(ctx, func() { raw.Close() })
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	s.log.Debug("connected", "remote", raw.RemoteAddr().String(), "tls", mode)
+	if c.cfg.InsecureSkipVerify && mode != tlsNone {
+		s.log.Warn("TLS certificate verification is disabled (insecure_skip_verify): the connection can be intercepted")
+	}
+
+	conn := raw
+	if mode == tlsImplicit {
+		tc, err := s.handshake(tlsCfg, cmdTimeout)
+		if err != nil {
+			return s.tlsError("tls", err)
+		}
+		conn = tc
+	}
+	conn = s.tap(conn)
+
+	// We read the greeting ourselves, and on STARTTLS connections also do
+	// EHLO and STARTTLS, so that our timeouts and hello name apply from the
+	// first byte; go-smtp then starts at EHLO (see pregreeted).
+	br := bufio.NewReader(conn)
+	tp := textproto.NewReader(br)
+	conn.SetDeadline(time.Now().Add(cmdTimeout))
+	if _, _, err := tp.ReadResponse(220); err != nil {
+		s.broken = true
+		return newError(ctx, "greeting", err)
+	}
+
+	var tc *tls.Conn
+	if mode == tlsStartTLS || mode == tlsOpportunistic {
+		if tc, err = s.startTLS(conn, tp, br, tlsCfg, cmdTimeout); err != nil {
+			return err
+		}
+	}
+	conn.SetDeadline(time.Time{})
+	// Whatever the server sent after the last reply we read (normally
+	// nothing) still belongs to go-smtp, except across STARTTLS, where
+	// startTLS made sure there was none.
+	var leftover []byte
+	if tc != nil {
+		conn = s.tap(tc)
+	} else {
+		leftover, _ = br.Peek(br.Buffered())
+	}
+	s.sc = smtp.NewClient(&pregreeted{Conn: conn, pending: append([]byte("220 ready\r\n"), leftover...)})
+	s.sc.CommandTimeout = cmdTimeout
+	s.sc.SubmissionTimeout = dataTimeout
+	if err := s.sc.Hello(c.hello); err != nil {
+		if _, ok := smtpReply(err); !ok {
+			s.broken = true
+		}
+		return newError(ctx, "ehlo", err)
+	}
+	return s.auth()
+}
+
+// startTLS runs EHLO and STARTTLS on the cleartext connection conn. It
+// returns nil and no error when the server offers no STARTTLS and the mode
+// allows cleartext.
+func (s *session) startTLS(conn net.Conn, tp *textproto.Reader, br *bufio.Reader, cfg *tls.Config, timeout time.Duration) (*tls.Conn, error) {
+	_, msg, err := s.cmd(conn, tp, 250, "EHLO "+s.c.hello)
+	var offered bool
+	switch r, isReply := smtpReply(err); {
+	case err == nil:
+		offered = hasExtension(msg, "STARTTLS")
+	case isReply && (r.code == 500 || r.code == 502):
+		// An SMTP server without EHLO has no STARTTLS either.
+	default:
+		if !isReply {
+			s.broken = true
+		}
+		return nil, newError(s.ctx, "ehlo", err)
+	}
+	if !offered {
+		if s.c.cfg.TLS == tlsStartTLS {
+			s.cmd(conn, tp, 221, "QUIT")
+			s.broken = true // we just said goodbye
+			return nil, &Error{Op: "starttls", Temporary: true,
+				Text: "server did not offer STARTTLS; refusing to send in clear (tls = \"starttls\" requires it)"}
+		}
+		s.log.Debug("server offers no STARTTLS, continuing in clear (tls = opportunistic)")
+		return nil, nil
+	}
+	if _, _, err := s.cmd(conn, tp, 220, "STARTTLS"); err != nil {
+		if _, ok := smtpReply(err); !ok {
+			s.broken = true
+		}
+		return nil, newError(s.ctx, "starttls", err)
+	}
+	if br.Buffered() > 0 {
+		// Cleartext that arrived after the 220 would be taken as coming
+		// from inside TLS by a careless client (CVE-2011-0411 class).
+		s.broken = true
+		return nil, &Error{Op: "starttls", Temporary: true, Text: "server sent data after its STARTTLS reply (possible injection attack)"}
+	}
+	tc, err := s.handshake(cfg, timeout)
+	if err != nil {
+		return nil, s.tlsError("starttls", err)
+	}
+	return tc, nil
+}
+
+// cmd sends one command on the cleartext connection and reads the reply.
+func (s *session) cmd(conn net.Conn, tp *textproto.Reader, expect int, line string) (int, string, error) {
+	if _, err := io.WriteString(conn, line+"\r\n"); err != nil {
+		return 0, "", err
+	}
+	return tp.ReadResponse(expect)
+}
+
+// hasExtension reports whether the EHLO reply text msg (lines after the
+// first are extensions) lists ext.
+func hasExtension(msg, ext string) bool {
+	lines := strings.Split(msg, "\n")
+	for _, l := range lines[1:] {
+		kw, _, _ := strings.Cut(l, " ")
+		if strings.EqualFold(kw, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// handshake starts TLS on the raw connection.
+func (s *session) handshake(cfg *tls.Config, timeout time.Duration) (*tls.Conn, error) {
+	tc, err := handshake(s.ctx, s.raw, cfg, timeout)
+	if err != nil {
+		return nil, err
+	}
+	info := describeTLS(tc.ConnectionState(), cfg)
+	s.tls = &info
+	s.log.Debug("TLS established", "version", info.Version, "cipher", info.CipherSuite,
+		"server_name", cfg.ServerName, "peer", info.PeerSubject, "verified", info.Verified)
+	if s.trace != nil {
+		s.trace.note("TLS %s %s, peer %q, verified %v", info.Version, info.CipherSuite, info.PeerSubject, info.Verified)
+	}
+	return tc, nil
+}
+
+func (s *session) tlsError(op string, err error) *Error {
+	s.broken = true
+	e := newError(s.ctx, op, err)
+	if s.ctx.Err() == nil {
+		e.Text = clean(tlsErrorText(err))
+	}
+	return e
+}
+
+// tap returns conn, wrapped to feed the trace and the EHLO capture if
+// either is wanted.
+func (s *session) tap(conn net.Conn) net.Conn {
+	if s.trace == nil && s.capture == nil {
+		return conn
+	}
+	return &tapConn{Conn: conn, fn: func(fromServer bool, l []byte, n int) {
+		if s.trace != nil {
+			s.trace.line(fromServer, l, n)
+		}
+		if s.capture != nil {
+			s.capture.line(fromServer, l, n)
+		}
+	}}
+}
+
+// close says QUIT if the connection is still good and closes it.
+func (s *session) close() {
+	if s.sc != nil && !s.broken {
+		s.sc.CommandTimeout = min(s.sc.CommandTimeout, quitTimeout)
+		s.sc.Quit() // only a courtesy: the outcome is already known
+	}
+	s.raw.Close()
+	s.stop()
+}
+
+// pregreeted lets go-smtp's Client, which insists on reading a 220 greeting
+// first, take over a connection whose greeting (and, with STARTTLS, whose
+// whole cleartext phase) we have already handled. It replays a fixed
+// greeting and then reads from the connection.
+type pregreeted struct {
+	net.Conn
+	pending []byte
+}
+
+func (p *pregreeted) Read(b []byte) (int, error) {
+	if len(p.pending) > 0 {
+		n := copy(b, p.pending)
+		p.pending = p.pending[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+// fail turns err during op into an *Error and notes whether the connection
+// is still worth a QUIT.
+func (s *session) fail(op string, err error) *Error {
+	if r, ok := smtpReply(err); !ok || r.code == 421 {
+		s.broken = true
+	}
+	return newError(s.ctx, op, err)
+}

@@ -1,0 +1,208 @@
+package upstream
+
+import (
+	"context"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/outboxmta/outbox/internal/crlf"
+)
+
+// Message is one delivery attempt's input.
+type Message struct {
+	ID         string    // queue ID, for logs only
+	From       string    // reverse-path; "" is the null sender <>
+	Recipients []string  // only the ones still to deliver
+	Body       io.Reader // raw message (already CRLF, but canonicalized again on the way out)
+	Size       int64     // for SIZE=, 0 if unknown
+	UTF8       bool      // needs SMTPUTF8
+	EightBit   bool      // BODY=8BITMIME
+}
+
+// Deliver makes one attempt: connect, (TLS), EHLO, (AUTH), MAIL, RCPT each
+// recipient, DATA.
+//
+// When the transaction gets as far as RCPT it returns one Result per
+// recipient, in order, and a nil error: a recipient is Delivered only when
+// the server accepted both its RCPT and the message; a 4xx to RCPT or DATA
+// defers it, a 5xx fails it. A network failure during DATA defers the
+// accepted recipients even though the server may have received the message:
+// delivery is at least once.
+//
+// A failure of the attempt as a whole (connect, TLS, greeting, AUTH, MAIL,
+// any 421, a network error before DATA) returns a nil slice and an *Error
+// whose Temporary field says whether to retry.
+func (c *Client) Deliver(ctx context.Context, m *Message) ([]Result, error) {
+	if len(m.Recipients) == 0 {
+		return nil, nil
+	}
+	s := &session{}
+	if err := c.open(ctx, s); err != nil {
+		return nil, err
+	}
+	defer s.close()
+	s.log = s.log.With("id", m.ID)
+	return s.send(m)
+}
+
+// send runs the mail transaction on an open session.
+func (s *session) send(m *Message) ([]Result, error) {
+	if strings.ContainsAny(m.From, "\r\n") {
+		return nil, &Error{Op: "mail", Text: "invalid sender address: contains a line break"}
+	}
+	opts := &smtp.MailOptions{Size: m.Size, UTF8: m.UTF8 || !isASCII(m.From)}
+	for _, r := range m.Recipients {
+		opts.UTF8 = opts.UTF8 || !isASCII(r)
+	}
+	if ok, _ := s.sc.Extension("SMTPUTF8"); opts.UTF8 && !ok {
+		// Permanent: the same upstream will not grow SMTPUTF8 by retrying,
+		// and RFC 6531 forbids downgrading the addresses ourselves.
+		return nil, &Error{Op: "mail", Text: "message needs SMTPUTF8 (non-ASCII addresses or headers) but the upstream does not support it"}
+	}
+	if m.EightBit {
+		opts.Body = smtp.Body8BitMIME // go-smtp adds BODY=8BITMIME whenever offered anyway
+		if ok, _ := s.sc.Extension("8BITMIME"); !ok {
+			// Like Postfix by default: send as is rather than bounce or
+			// rewrite; practically every server passes 8-bit data.
+			s.log.Warn("upstream does not offer 8BITMIME; sending 8-bit message as is")
+		}
+	}
+	if err := s.sc.Mail(m.From, opts); err != nil {
+		e := s.fail("mail", err)
+		if r, ok := smtpReply(err); ok && r.code >= 500 && !wantsSetup(r) {
+			e.Temporary = false
+		}
+		return nil, e
+	}
+
+	results := make([]Result, len(m.Recipients))
+	var accepted []int
+	for i, rcpt := range m.Recipients {
+		results[i].Recipient = rcpt
+		if strings.ContainsAny(rcpt, "\r\n") {
+			results[i].Status = Failed
+			results[i].Text = "invalid recipient address: contains a line break"
+			continue
+		}
+		err := s.sc.Rcpt(rcpt, nil)
+		if err == nil {
+			accepted = append(accepted, i) // Delivered only once DATA succeeds
+			continue
+		}
+		r, ok := smtpReply(err)
+		if !ok || r.code == 421 {
+			return nil, s.fail("rcpt", err)
+		}
+		st := replyStatus(r.code)
+		switch {
+		case st == Delivered: // a 2xx other than 25x: no acceptance we understand
+			st = Deferred
+		case st == Failed && wantsSetup(r): // see Error
+			st = Deferred
+		}
+		results[i] = Result{Recipient: rcpt, Status: st, Code: r.code, Enhanced: r.enhanced, Text: r.text}
+	}
+	if len(accepted) == 0 {
+		return results, nil // close sends QUIT; no DATA without recipients
+	}
+
+	r, err := s.data(m.Body)
+	st := Delivered
+	if err != nil {
+		if r.code == 421 {
+			return nil, newError(s.ctx, "data", err)
+		}
+		// 4xx defers and 5xx fails. No reply at all (code 0: the
+		// connection broke or the body could not be read) defers although
+		// the server may have the message: delivery is at least once. A
+		// 2xx here answered the DATA command instead of 354: try again.
+		if st = replyStatus(r.code); st == Delivered {
+			st = Deferred
+		}
+	}
+	for _, i := range accepted {
+		results[i] = Result{Recipient: results[i].Recipient, Status: st, Code: r.code, Enhanced: r.enhanced, Text: r.text}
+	}
+	s.log.Debug("transaction done", "status", st.String(), "code", r.code, "accepted", len(accepted), "recipients", len(results))
+	return results, nil
+}
+
+// data sends DATA, the message and the final dot. It returns the final reply
+// on success and otherwise the reply (or code 0 and error text) together
+// with the error.
+func (s *session) data(body io.Reader) (reply, error) {
+	w, err := s.sc.Data()
+	if err != nil {
+		return s.dataError(err)
+	}
+	_, _, dataTimeout := s.c.timeouts()
+	// go-smtp sets no deadline while we write the message (only for
+	// commands and the final reply), so a stalled server would block us
+	// forever.
+	s.raw.SetWriteDeadline(time.Now().Add(dataTimeout))
+
+	// Canonical CRLF in, so that no bare CR or LF reaches the upstream:
+	// textproto's DotWriter fixes bare LF but passes bare CR through, and
+	// mixed line endings are how SMTP smuggling works.
+	src := &readErr{r: body}
+	cw := crlf.NewWriter(w)
+	if body != nil {
+		_, err = io.Copy(cw, src)
+	}
+	if err == nil {
+		err = cw.Close()
+	}
+	if src.err != nil {
+		// Never end DATA on a truncated message: drop the connection
+		// instead, so the server discards the transaction.
+		s.broken = true
+		s.raw.Close()
+		return reply{text: clean("reading message: " + src.err.Error())}, src.err
+	}
+	if err != nil {
+		return s.dataError(err)
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		if r, ok := smtpReply(err); ok && r.code/100 == 2 {
+			// go-smtp wants exactly 250, but any 2xx to the final dot
+			// means the server took the message; sending it again
+			// would duplicate it.
+			return r, nil
+		}
+		return s.dataError(err)
+	}
+	return parseReply(250, resp.StatusText), nil
+}
+
+func (s *session) dataError(err error) (reply, error) {
+	e := s.fail("data", err)
+	return reply{code: e.Code, enhanced: e.Enhanced, text: e.Text}, err
+}
+
+// readErr remembers a read error so that it can be told from a write error
+// after io.Copy.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,360 @@
+package upstream
+
+// Test fixtures: a throwaway PKI, an in-process go-smtp server whose
+// backend records what it saw, and raw scripted servers for the cases
+// go-smtp's server cannot produce (bad greetings, hangs, dropped
+// connections).
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/outboxmta/outbox/config"
+)
+
+// testPKI is a CA and a server certificate for 127.0.0.1, ::1 and localhost.
+type testPKI struct {
+	caFile    string
+	serverTLS *tls.Config
+}
+
+func newPKI(t *testing.T, name string) *testPKI {
+	t.Helper()
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &leafKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &testPKI{
+		caFile: caFile,
+		serverTLS: &tls.Config{Certificates: []tls.Certificate{{
+			Certificate: [][]byte{leafDER},
+			PrivateKey:  leafKey,
+		}}},
+	}
+}
+
+// txn is one transaction the test server received completely.
+type txn struct {
+	from  string
+	opts  smtp.MailOptions
+	rcpts []string
+	body  []byte
+	tls   bool
+	user  string
+}
+
+// backend is a go-smtp Backend that records what it sees and answers as
+// configured.
+type backend struct {
+	users   map[string]string // AUTH is offered when non-nil
+	mechs   []string          // default PLAIN LOGIN CRAM-MD5
+	mailErr error
+	rcptErr map[string]error
+	dataErr error
+
+	mu        sync.Mutex
+	txns      []txn
+	mails     int // MAIL commands seen
+	authTries int
+	dataCalls int
+	readErrs  int // DATA that did not arrive completely
+}
+
+func (be *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return &srvSession{be: be, conn: c}, nil
+}
+
+func (be *backend) snapshot() (txns []txn, mails, authTries, dataCalls int) {
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	return append([]txn(nil), be.txns...), be.mails, be.authTries, be.dataCalls
+}
+
+type srvSession struct {
+	be   *backend
+	conn *smtp.Conn
+	user string
+	cur  txn
+}
+
+func (s *srvSession) AuthMechanisms() []string {
+	if s.be.users == nil {
+		return nil
+	}
+	if s.be.mechs != nil {
+		return s.be.mechs
+	}
+	return []string{sasl.Plain, sasl.Login, "CRAM-MD5"}
+}
+
+var errBadCredentials = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
+
+func (s *srvSession) Auth(mech string) (sasl.Server, error) {
+	s.be.mu.Lock()
+	s.be.authTries++
+	s.be.mu.Unlock()
+	check := func(user, pass string) error {
+		if pw, ok := s.be.users[user]; !ok || pw != pass {
+			return errBadCredentials
+		}
+		s.user = user
+		return nil
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(_, user, pass string) error { return check(user, pass) }), nil
+	case sasl.Login:
+		return &loginServer{check: check}, nil
+	case "CRAM-MD5":
+		return &cramServer{users: s.be.users, check: func(u string) { s.user = u }}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (s *srvSession) Mail(from string, opts *smtp.MailOptions) error {
+	s.be.mu.Lock()
+	s.be.mails++
+	s.be.mu.Unlock()
+	if s.be.mailErr != nil {
+		return s.be.mailErr
+	}
+	_, isTLS := s.conn.TLSConnectionState()
+	s.cur = txn{from: from, tls: isTLS, user: s.user}
+	if opts != nil {
+		s.cur.opts = *opts
+	}
+	return nil
+}
+
+func (s *srvSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if err := s.be.rcptErr[to]; err != nil {
+		return err
+	}
+	s.cur.rcpts = append(s.cur.rcpts, to)
+	return nil
+}
+
+func (s *srvSession) Data(r io.Reader) error {
+	body, err := io.ReadAll(r)
+	s.be.mu.Lock()
+	defer s.be.mu.Unlock()
+	s.be.dataCalls++
+	if err != nil {
+		s.be.readErrs++
+		return err
+	}
+	if s.be.dataErr != nil {
+		return s.be.dataErr
+	}
+	s.cur.body = body
+	s.be.txns = append(s.be.txns, s.cur)
+	return nil
+}
+
+func (s *srvSession) Reset()        { s.cur = txn{} }
+func (s *srvSession) Logout() error { return nil }
+
+// loginServer is a server for the LOGIN mechanism, which go-sasl lacks.
+type loginServer struct {
+	step  int
+	user  string
+	check func(user, pass string) error
+}
+
+func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
+	l.step++
+	switch {
+	case l.step == 1 && resp == nil:
+		return []byte("Username:"), false, nil
+	case l.step == 1:
+		l.user, l.step = string(resp), 2
+		return []byte("Password:"), false, nil
+	case l.step == 2:
+		l.user = string(resp)
+		return []byte("Password:"), false, nil
+	}
+	return nil, true, l.check(l.user, string(resp))
+}
+
+// cramServer is a CRAM-MD5 server (RFC 2195), computed independently of
+// the client code under test.
+type cramServer struct {
+	users     map[string]string
+	challenge string
+	check     func(user string)
+}
+
+func (c *cramServer) Next(resp []byte) ([]byte, bool, error) {
+	if c.challenge == "" {
+		c.challenge = "<1896.697170952@postoffice.example.net>"
+		return []byte(c.challenge), false, nil
+	}
+	user, digest, _ := strings.Cut(string(resp), " ")
+	pw, ok := c.users[user]
+	if !ok {
+		return nil, true, errBadCredentials
+	}
+	m := hmac.New(md5.New, []byte(pw))
+	m.Write([]byte(c.challenge))
+	if hex.EncodeToString(m.Sum(nil)) != digest {
+		return nil, true, errBadCredentials
+	}
+	c.check(user)
+	return nil, true, nil
+}
+
+type serverOpts struct {
+	tls          string // "", "starttls" or "implicit"
+	pki          *testPKI
+	insecureAuth bool
+	utf8         bool
+}
+
+// startServer runs a go-smtp server for be on 127.0.0.1 and returns its
+// address.
+func startServer(t *testing.T, be *backend, o serverOpts) (string, int) {
+	t.Helper()
+	s := smtp.NewServer(be)
+	s.Domain = "mx.test"
+	s.AllowInsecureAuth = o.insecureAuth
+	s.EnableSMTPUTF8 = o.utf8
+	s.MaxMessageBytes = 1 << 20
+	s.ReadTimeout = 10 * time.Second
+	s.WriteTimeout = 10 * time.Second
+	s.ErrorLog = log.New(io.Discard, "", 0)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch o.tls {
+	case "starttls":
+		s.TLSConfig = o.pki.serverTLS
+	case "implicit":
+		l = tls.NewListener(l, o.pki.serverTLS)
+	}
+	go s.Serve(l)
+	t.Cleanup(func() { s.Close() })
+	addr := l.Addr().(*net.TCPAddr)
+	return "127.0.0.1", addr.Port
+}
+
+// fakeServer runs handle for every connection to a raw listener. handle
+// should return when done is closed.
+func fakeServer(t *testing.T, handle func(c net.Conn, done <-chan struct{})) (string, int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		l.Close()
+		close(done)
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c, done)
+			}()
+		}
+	}()
+	return "127.0.0.1", l.Addr().(*net.TCPAddr).Port
+}
+
+// hang accepts connections and never says anything.
+func hang(c net.Conn, done <-chan struct{}) { <-done }
+
+func testCfg(host string, port int, mode string) config.Upstream {
+	return config.Upstream{
+		Host:           host,
+		Port:           port,
+		TLS:            mode,
+		Auth:           "none",
+		ConnectTimeout: config.Duration{Duration: 5 * time.Second},
+		CommandTimeout: config.Duration{Duration: 5 * time.Second},
+		DataTimeout:    config.Duration{Duration: 5 * time.Second},
+	}
+}
+
+// asError returns err as *Error or fails the test.
+func asError(t *testing.T, err error) *Error {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error = %v (%T), want *upstream.Error", err, err)
+	}
+	return e
+}
