@@ -85,6 +85,12 @@ func Listen(ep Endpoint) (net.Listener, error) {
 		return nil, fmt.Errorf("listener: %w", err)
 	}
 	if fi, err := os.Lstat(ep.Address); err == nil && fi.Mode().Type() == fs.ModeSocket {
+		// Replace a socket left by a crash, but never one a running
+		// daemon still answers on.
+		if c, err := net.DialTimeout("unix", ep.Address, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listener: %s: another process is serving this socket", ep.Address)
+		}
 		os.Remove(ep.Address)
 	}
 	l, err := net.Listen("unix", ep.Address)

@@ -288,6 +288,10 @@ func TestListenReplacesStaleSocket(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second Listen over a stale socket: %v", err)
 	}
+	// A socket someone still serves on is not taken over.
+	if _, err := Listen(Endpoint{Address: sock}); err == nil || !strings.Contains(err.Error(), "another process") {
+		t.Errorf("Listen over a live socket: %v", err)
+	}
 	l.Close()
 	// A regular file is never removed.
 	os.WriteFile(sock, nil, 0o600)

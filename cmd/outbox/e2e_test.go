@@ -323,6 +323,13 @@ func TestEndToEnd(t *testing.T) {
 	waitFor(t, "the deferred message at the upstream", func() bool { return w.count(t, "X-Marker: three") == 1 })
 	waitFor(t, "the queue to empty", func() bool { return len(w.queue(t)) == 0 })
 
+	// SIGHUP does not end the daemon.
+	w.serve.cmd.Process.Signal(syscall.SIGHUP)
+	if reply := w.smtpSend(t, "app@example.com", []string{"erin@example.net"}, "Subject: after hup\r\nX-Marker: four\r\n\r\nx\r\n"); !strings.Contains(reply, "queued as") {
+		t.Errorf("after SIGHUP: %q", reply)
+	}
+	waitFor(t, "the message sent after SIGHUP", func() bool { return w.count(t, "X-Marker: four") == 1 })
+
 	if err := w.serve.stop(t, syscall.SIGTERM); err != nil {
 		t.Errorf("outbox serve exited with %v after SIGTERM", err)
 	}

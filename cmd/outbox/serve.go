@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -31,6 +32,16 @@ func serveMain(ctx context.Context, args []string, e env) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP would end the daemon by default; until reloading exists, say
+	// so instead of dying.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			fmt.Fprintln(e.stderr, "outbox serve: SIGHUP: configuration reload is not supported yet; restart the service to apply changes")
+		}
+	}()
 	return serve(ctx, cfg, e)
 }
 
