@@ -125,7 +125,7 @@ func (r *Runner) dispatch(ctx context.Context) time.Duration {
 		r.running.Add(1)
 		go func() {
 			defer r.running.Done()
-			next := r.attempt(ctx, id)
+			next, _ := r.attempt(ctx, id, false)
 			r.mu.Lock()
 			r.sched.finish(id, next)
 			r.mu.Unlock()
@@ -144,16 +144,7 @@ func (r *Runner) queued() int {
 // queue/ not yet known: records written by other processes and, at start,
 // everything left from before a restart.
 func (r *Runner) rescan() error {
-	err := r.spool.Scan(spool.Incoming, func(env *spool.Envelope) error {
-		if err := r.spool.Accept(env.ID); err != nil {
-			r.log.Error("cannot accept dropped message", "id", env.ID, "err", err)
-			return nil
-		}
-		r.log.Info("queued", "id", env.ID, "from", env.From, "size", env.Size,
-			"nrcpt", len(env.Recipients), "origin", env.Origin.Kind, "uid", uidAttr(env.Origin.UID))
-		return nil
-	})
-	if err != nil {
+	if err := r.acceptIncoming(); err != nil {
 		return err
 	}
 	return r.spool.Scan(spool.Queue, func(env *spool.Envelope) error {
@@ -166,6 +157,19 @@ func (r *Runner) rescan() error {
 	})
 }
 
+// acceptIncoming moves whole, valid drops from incoming/ into the queue.
+func (r *Runner) acceptIncoming() error {
+	return r.spool.Scan(spool.Incoming, func(env *spool.Envelope) error {
+		if err := r.spool.Accept(env.ID); err != nil {
+			r.log.Error("cannot accept dropped message", "id", env.ID, "err", err)
+			return nil
+		}
+		r.log.Info("queued", "id", env.ID, "from", env.From, "size", env.Size,
+			"nrcpt", len(env.Recipients), "origin", env.Origin.Kind, "uid", uidAttr(env.Origin.UID))
+		return nil
+	})
+}
+
 func uidAttr(uid *int) any {
 	if uid == nil {
 		return nil
@@ -173,24 +177,31 @@ func uidAttr(uid *int) any {
 	return *uid
 }
 
-// attempt delivers id once and returns when it is due again, or the zero
-// time when it left the queue or is not ours to plan.
-func (r *Runner) attempt(ctx context.Context, id string) time.Time {
+// attempt delivers id once and returns when it is due again (the zero time
+// when it left the queue or is not ours to plan) and a few words on the
+// outcome. Unless force, a message whose record says it is not due yet (a
+// foreground flush deferred it meanwhile) is left alone.
+func (r *Runner) attempt(ctx context.Context, id string, force bool) (time.Time, string) {
 	l, err := r.spool.Lock(id)
 	switch {
 	case errors.Is(err, spool.ErrLocked):
-		return r.now().Add(r.policy.RetryMin) // another runner has it now
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, spool.ErrCorrupt):
-		return time.Time{} // gone, or quarantined by Lock
+		return r.now().Add(r.policy.RetryMin), "busy: another runner is delivering it"
+	case errors.Is(err, fs.ErrNotExist):
+		return time.Time{}, "not in the queue"
+	case errors.Is(err, spool.ErrCorrupt):
+		return time.Time{}, "corrupt: moved to corrupt/"
 	case err != nil:
 		r.log.Error("cannot open queued message", "id", id, "err", err)
-		return r.now().Add(r.policy.RetryMin)
+		return r.now().Add(r.policy.RetryMin), err.Error()
 	}
 	defer l.Close()
 	env := l.Envelope()
-	if r.now().Sub(env.Arrived) > r.policy.Lifetime {
+	if !force && env.NextAttempt.After(r.now().Add(time.Second)) {
+		return env.NextAttempt, "not due"
+	}
+	if r.now().Sub(env.Since()) > r.policy.Lifetime {
 		r.expire(l)
-		return time.Time{}
+		return time.Time{}, "expired: moved to failed/"
 	}
 	r.deliver(ctx, l)
 	return r.finish(l)
@@ -269,8 +280,8 @@ func reply(res upstream.Result) string {
 }
 
 // finish persists the attempt's outcome and returns when the message is due
-// again.
-func (r *Runner) finish(l *spool.Locked) time.Time {
+// again, and the outcome in a few words.
+func (r *Runner) finish(l *spool.Locked) (time.Time, string) {
 	env := l.Envelope()
 	if env.Done() {
 		if failed := countFailed(env); failed > 0 {
@@ -278,17 +289,17 @@ func (r *Runner) finish(l *spool.Locked) time.Time {
 			// then the message is kept in failed/ for the administrator.
 			if err := l.MoveTo(spool.FailedQ); err != nil {
 				r.log.Error("cannot move message to failed/", "id", env.ID, "err", err)
-				return r.now().Add(r.policy.RetryMin)
+				return r.now().Add(r.policy.RetryMin), err.Error()
 			}
 			r.log.Warn("moved to failed", "id", env.ID, "failed", failed)
-			return time.Time{}
+			return time.Time{}, fmt.Sprintf("failed for %d recipient(s): moved to failed/", failed)
 		}
 		if err := l.Remove(); err != nil {
 			r.log.Error("cannot remove delivered message", "id", env.ID, "err", err)
-			return r.now().Add(r.policy.RetryMin)
+			return r.now().Add(r.policy.RetryMin), err.Error()
 		}
 		r.log.Info("removed", "id", env.ID)
-		return time.Time{}
+		return time.Time{}, "delivered"
 	}
 	env.NextAttempt = r.now().Add(r.policy.Backoff(env.Attempts))
 	if err := l.Update(); err != nil {
@@ -298,7 +309,7 @@ func (r *Runner) finish(l *spool.Locked) time.Time {
 	}
 	r.log.Info("next attempt", "id", env.ID, "at", env.NextAttempt.Format(time.RFC3339),
 		"pending", len(env.Pending()))
-	return env.NextAttempt
+	return env.NextAttempt, fmt.Sprintf("deferred until %s: %s", env.NextAttempt.Format(time.DateTime), env.LastError)
 }
 
 func countFailed(env *spool.Envelope) int {
@@ -316,7 +327,7 @@ func countFailed(env *spool.Envelope) int {
 func (r *Runner) expire(l *spool.Locked) {
 	env := l.Envelope()
 	now := r.now()
-	why := fmt.Sprintf("expired after %s in the queue", now.Sub(env.Arrived).Round(time.Second))
+	why := fmt.Sprintf("expired after %s in the queue", now.Sub(env.Since()).Round(time.Second))
 	if env.LastError != "" {
 		why += "; last error: " + env.LastError
 	}

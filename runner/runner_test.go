@@ -118,7 +118,7 @@ func TestAttemptOutcomes(t *testing.T) {
 			r, sp := newTestRunner(t, up)
 			env := queue(t, sp, "b@x", "c@x")
 			before := time.Now()
-			next := r.attempt(context.Background(), env.ID)
+			next, _ := r.attempt(context.Background(), env.ID, true)
 
 			if up.bodies[0] != "Subject: t\r\n\r\nbody\r\n" {
 				t.Errorf("upstream got body %q", up.bodies[0])
@@ -158,9 +158,9 @@ func TestRetryOnlyPending(t *testing.T) {
 	up := &fakeUpstream{replies: map[string]upstream.Status{"b@x": upstream.Delivered, "c@x": upstream.Deferred}}
 	r, sp := newTestRunner(t, up)
 	env := queue(t, sp, "b@x", "c@x")
-	r.attempt(context.Background(), env.ID)
+	r.attempt(context.Background(), env.ID, true)
 	up.replies["c@x"] = upstream.Delivered
-	if next := r.attempt(context.Background(), env.ID); !next.IsZero() {
+	if next, _ := r.attempt(context.Background(), env.ID, true); !next.IsZero() {
 		t.Errorf("second attempt planned another at %v", next)
 	}
 	if len(up.calls) != 2 || len(up.calls[1]) != 1 || up.calls[1][0] != "c@x" {
@@ -172,9 +172,9 @@ func TestExpiry(t *testing.T) {
 	up := &fakeUpstream{err: &upstream.Error{Op: "connect", Text: "refused", Temporary: true}}
 	r, sp := newTestRunner(t, up)
 	env := queue(t, sp, "b@x")
-	r.attempt(context.Background(), env.ID)
+	r.attempt(context.Background(), env.ID, true)
 	r.now = func() time.Time { return time.Now().Add(25 * time.Hour) }
-	if next := r.attempt(context.Background(), env.ID); !next.IsZero() {
+	if next, _ := r.attempt(context.Background(), env.ID, true); !next.IsZero() {
 		t.Errorf("expired message planned again at %v", next)
 	}
 	if len(up.calls) != 1 {
@@ -196,7 +196,7 @@ func TestLockedMessageSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if next := r.attempt(context.Background(), env.ID); next.IsZero() {
+	if next, _ := r.attempt(context.Background(), env.ID, true); next.IsZero() {
 		t.Error("locked message dropped from the schedule")
 	}
 	if len(up.calls) != 0 {
@@ -260,5 +260,35 @@ func TestBackoff(t *testing.T) {
 				t.Errorf("Backoff(%d) = %v, want in [%v, %v)", tt.attempts, d, tt.lo, tt.hi)
 			}
 		}
+	}
+}
+
+// Flush delivers messages whatever their schedule says; the daemon's
+// runner leaves a message alone that a flush deferred meanwhile.
+func TestFlushAndNotDue(t *testing.T) {
+	up := &fakeUpstream{err: &upstream.Error{Op: "connect", Text: "refused", Temporary: true}}
+	r, sp := newTestRunner(t, up)
+	a := queue(t, sp, "b@x")
+	b := queue(t, sp, "c@x")
+	r.attempt(context.Background(), a.ID, true) // now deferred for a minute
+
+	if next, outcome := r.attempt(context.Background(), a.ID, false); outcome != "not due" || next.IsZero() {
+		t.Errorf("unforced attempt of a deferred message: %v %q", next, outcome)
+	}
+	up.err = nil
+	up.replies = map[string]upstream.Status{"b@x": upstream.Delivered, "c@x": upstream.Delivered}
+	got, err := r.Flush(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Outcome != "delivered" || got[1].Outcome != "delivered" {
+		t.Errorf("Flush = %+v", got)
+	}
+	if got[0].ID != a.ID || got[1].ID != b.ID {
+		t.Errorf("Flush order %+v, want oldest first", got)
+	}
+	got, _ = r.Flush(context.Background(), []string{a.ID})
+	if got[0].Outcome != "not in the queue" {
+		t.Errorf("Flush of a delivered message: %+v", got)
 	}
 }

@@ -26,6 +26,10 @@ type Envelope struct {
 	DSNRet   string `json:"dsn_ret,omitempty"`  // FULL or HDRS
 	EnvID    string `json:"dsn_envid,omitempty"`
 
+	// Requeued is when an administrator last put the message back in the
+	// queue; the queue lifetime counts from then.
+	Requeued time.Time `json:"requeued,omitzero"`
+
 	Attempts    int       `json:"attempts"`
 	NextAttempt time.Time `json:"next_attempt"`
 	LastError   string    `json:"last_error,omitempty"`
@@ -71,4 +75,13 @@ func (e *Envelope) Done() bool {
 		}
 	}
 	return true
+}
+
+// Since returns when the message's time in the queue started: its arrival,
+// or its last requeue.
+func (e *Envelope) Since() time.Time {
+	if e.Requeued.After(e.Arrived) {
+		return e.Requeued
+	}
+	return e.Arrived
 }

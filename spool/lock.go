@@ -14,9 +14,11 @@ import (
 // ErrLocked means another runner is delivering the message right now.
 var ErrLocked = errors.New("record is locked by another runner")
 
-// Locked is a queued record held exclusively for a delivery attempt.
+// Locked is a record held exclusively, for a delivery attempt or an
+// administrator's command.
 type Locked struct {
 	s   *Spool
+	st  State
 	id  string
 	f   *os.File
 	t   trailer
@@ -27,11 +29,14 @@ type Locked struct {
 // another runner holds it, an error matching fs.ErrNotExist if it is gone,
 // and ErrCorrupt (after moving it to corrupt/) if it is damaged. The message
 // checksum is verified, so a damaged message is never sent.
-func (s *Spool) Lock(id string) (*Locked, error) {
+func (s *Spool) Lock(id string) (*Locked, error) { return s.LockIn(Queue, id) }
+
+// LockIn is Lock for a record in state st.
+func (s *Spool) LockIn(st State, id string) (*Locked, error) {
 	if !ValidID(id) {
 		return nil, fmt.Errorf("spool: %q is not a queue ID", id)
 	}
-	p := s.path(Queue, id)
+	p := s.path(st, id)
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("spool: lock %s: %w", id, err)
@@ -47,11 +52,11 @@ func (s *Spool) Lock(id string) (*Locked, error) {
 	if err != nil {
 		f.Close()
 		if errors.Is(err, ErrCorrupt) {
-			s.quarantine(Queue, id, err)
+			s.quarantine(st, id, err)
 		}
 		return nil, fmt.Errorf("spool: lock %s: %w", id, err)
 	}
-	return &Locked{s: s, id: id, f: f, t: t, env: env}, nil
+	return &Locked{s: s, st: st, id: id, f: f, t: t, env: env}, nil
 }
 
 // lockFile takes an exclusive flock on f without waiting, and makes sure f
@@ -98,7 +103,7 @@ func (l *Locked) Update() error {
 }
 
 func (l *Locked) update() error {
-	dir := l.s.dir(Queue)
+	dir := l.s.dir(l.st)
 	f, err := os.OpenFile(filepath.Join(dir, tmpPrefix+l.id+"-"+NewID(l.s.now())), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
 		return err
@@ -126,7 +131,7 @@ func (l *Locked) update() error {
 	if err := f.Sync(); err != nil {
 		return err
 	}
-	if err := os.Rename(f.Name(), l.s.path(Queue, l.id)); err != nil {
+	if err := os.Rename(f.Name(), l.s.path(l.st, l.id)); err != nil {
 		return err
 	}
 	ok = true
@@ -139,28 +144,39 @@ func (l *Locked) update() error {
 	if l.t, err = readTrailer(f, fi.Size()); err != nil {
 		return err
 	}
-	return l.s.syncers[Queue].sync()
+	return l.s.syncers[l.st].sync()
 }
 
-// Remove deletes the record: every recipient is done.
+// Remove deletes the record: every recipient is done, or an administrator
+// deleted it.
 func (l *Locked) Remove() error {
-	if err := os.Remove(l.s.path(Queue, l.id)); err != nil {
+	if err := os.Remove(l.s.path(l.st, l.id)); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", l.id, err)
 	}
-	if err := l.s.syncers[Queue].sync(); err != nil {
+	if err := l.s.syncers[l.st].sync(); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", l.id, err)
 	}
 	return nil
 }
 
 // MoveTo updates the record with the current envelope and moves it to
-// state st (FailedQ or Hold).
+// state st. The lock is kept.
 func (l *Locked) MoveTo(st State) error {
 	if err := l.Update(); err != nil {
 		return err
 	}
-	return l.s.Move(l.id, Queue, st)
+	if st == l.st {
+		return nil
+	}
+	if err := l.s.Move(l.id, l.st, st); err != nil {
+		return err
+	}
+	l.st = st
+	return nil
 }
+
+// State returns the state the record is in.
+func (l *Locked) State() State { return l.st }
 
 // Close releases the lock.
 func (l *Locked) Close() error { return l.f.Close() }

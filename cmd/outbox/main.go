@@ -23,8 +23,13 @@ const usage = `usage: outbox COMMAND [--config FILE] [ARGS]
 commands:
   serve                  run the daemon: listeners and queue runner
   sendmail ARGS...       the sendmail command (also when invoked as sendmail)
-  queue list [--json]    list queued mail (also: mailq)
-  queue show ID          print a queued message's envelope and content
+  queue list [--failed]  list queued and held mail (also: mailq), or failed/
+  queue show ID          print a message's envelope and content
+  queue flush [ID...]    deliver now, whatever the schedule (also: sendmail -q)
+  queue hold ID...       stop delivery until released
+  queue release ID...    put held mail back in the queue
+  queue delete ID...     remove mail without delivering it
+  queue requeue ID...    retry now, also mail from failed/
   check [--config-only]  validate the configuration and test the upstream
   check-config           same as check --config-only
   version                print the version
@@ -71,7 +76,7 @@ func run(ctx context.Context, args []string, e env) int {
 	case "mailq":
 		return mailqMain(rest, e)
 	case "queue":
-		return exitCode(e, "queue", queueMain(rest, e))
+		return exitCode(e, "queue", queueMain(ctx, rest, e))
 	case "check":
 		return checkMain(ctx, rest, e)
 	case "check-config":

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,17 +9,21 @@ import (
 	"io/fs"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/outboxmta/outbox/spool"
 )
 
-func queueMain(args []string, e env) error {
+const queueUsage = "usage: outbox queue list|show|flush|hold|release|delete|requeue [--json] [ID...]"
+
+func queueMain(ctx context.Context, args []string, e env) error {
 	if len(args) == 0 {
-		return usageError{"missing subcommand: list or show"}
+		return usageError{queueUsage}
 	}
 	fs, path := flags("queue "+args[0], e)
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	pos, err := parse(fs, args[1:])
+	failed := fs.Bool("failed", false, "list: show the dead letters in failed/ instead")
+	ids, err := parse(fs, args[1:])
 	if err != nil {
 		return err
 	}
@@ -32,7 +37,11 @@ func queueMain(args []string, e env) error {
 	}
 	switch args[0] {
 	case "list":
-		entries, err := listQueue(sp)
+		states := []spool.State{spool.Queue, spool.Hold, spool.Incoming}
+		if *failed {
+			states = []spool.State{spool.FailedQ}
+		}
+		entries, err := listQueue(sp, states...)
 		if err != nil {
 			return err
 		}
@@ -42,12 +51,64 @@ func queueMain(args []string, e env) error {
 		writeMailq(e.stdout, entries)
 		return nil
 	case "show":
-		if len(pos) != 1 {
-			return usageError{"usage: outbox queue show ID"}
+		if len(ids) != 1 {
+			return usageError{"usage: outbox queue show [--json] ID"}
 		}
-		return showMessage(e.stdout, sp, pos[0], *asJSON)
+		return showMessage(e.stdout, sp, ids[0], *asJSON)
+	case "flush":
+		log := newLogger(e.stderr, cfg.Log.Level)
+		res, err := newRunner(cfg, sp, log).Flush(ctx, ids)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(e.stdout, res)
+		}
+		for _, f := range res {
+			fmt.Fprintf(e.stdout, "%s: %s\n", f.ID, f.Outcome)
+		}
+		return nil
+	case "hold", "release", "delete", "requeue":
+		if len(ids) == 0 {
+			return usageError{fmt.Sprintf("usage: outbox queue %s ID...", args[0])}
+		}
+		return eachID(e, ids, adminOps(sp)[args[0]])
 	}
-	return usageError{fmt.Sprintf("unknown queue subcommand %q", args[0])}
+	return usageError{fmt.Sprintf("unknown queue subcommand %q; %s", args[0], queueUsage)}
+}
+
+// adminOps are the queue commands that change one message each.
+func adminOps(sp *spool.Spool) map[string]func(id string) (string, error) {
+	return map[string]func(string) (string, error){
+		"hold":    func(id string) (string, error) { return "held", sp.Hold(id) },
+		"release": func(id string) (string, error) { return "released", sp.Release(id) },
+		"delete":  func(id string) (string, error) { return "deleted", sp.Delete(id) },
+		"requeue": func(id string) (string, error) { return "requeued", sp.Requeue(id, time.Now()) },
+	}
+}
+
+// eachID applies op to every ID, reporting each, and fails if any failed.
+func eachID(e env, ids []string, op func(string) (string, error)) error {
+	failed := 0
+	for _, id := range ids {
+		done, err := op(id)
+		switch {
+		case errors.Is(err, spool.ErrLocked):
+			fmt.Fprintf(e.stderr, "%s: being delivered right now; try again in a moment\n", id)
+		case errors.Is(err, fs.ErrNotExist):
+			fmt.Fprintf(e.stderr, "%s: no such message here\n", id)
+		case err != nil:
+			fmt.Fprintf(e.stderr, "%s: %v\n", id, err)
+		default:
+			fmt.Fprintf(e.stdout, "%s: %s\n", id, done)
+			continue
+		}
+		failed++
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d messages not changed", failed, len(ids))
+	}
+	return nil
 }
 
 // queueEntry is one message as listed.
@@ -56,10 +117,10 @@ type queueEntry struct {
 	*spool.Envelope
 }
 
-// listQueue returns the messages in queue/ and hold/, oldest first.
-func listQueue(sp *spool.Spool) ([]queueEntry, error) {
+// listQueue returns the messages in the given states, oldest first.
+func listQueue(sp *spool.Spool, states ...spool.State) ([]queueEntry, error) {
 	var out []queueEntry
-	for _, st := range []spool.State{spool.Queue, spool.Hold, spool.Incoming} {
+	for _, st := range states {
 		err := sp.Scan(st, func(env *spool.Envelope) error {
 			out = append(out, queueEntry{State: string(st), Envelope: env})
 			return nil
@@ -100,7 +161,7 @@ func writeMailq(w io.Writer, entries []queueEntry) {
 		fmt.Fprintf(w, "%s%s %8d %s  %s\n", q.ID, mark, q.Size, q.Arrived.Local().Format("Mon Jan _2 15:04:05"), from)
 		shown := map[string]bool{}
 		for _, r := range q.Recipients {
-			if r.Status != spool.Pending {
+			if r.Status == spool.Delivered {
 				continue
 			}
 			if r.Reply != "" && !shown[r.Reply] {
@@ -149,5 +210,5 @@ func showMessage(w io.Writer, sp *spool.Spool, id string, asJSON bool) error {
 }
 
 func mailqMain(args []string, e env) int {
-	return exitCode(e, "mailq", queueMain(append([]string{"list"}, args...), e))
+	return exitCode(e, "mailq", queueMain(context.Background(), append([]string{"list"}, args...), e))
 }

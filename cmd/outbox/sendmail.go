@@ -45,9 +45,11 @@ func sendmailMain(ctx context.Context, args []string, e env) int {
 	case sendmail.ModeVersion:
 		fmt.Fprintln(e.stdout, "outbox", version)
 		return 0
-	case sendmail.ModeFlush, sendmail.ModeSMTP:
+	case sendmail.ModeFlush:
+		return exitCode(e, "sendmail -q", queueMain(ctx, []string{"flush", "--config", cfg.Path}, e))
+	case sendmail.ModeSMTP:
 		return sendmailExit(e, &sendmail.ExitError{Code: sendmail.ExUnavailable,
-			Msg: fmt.Sprintf("sendmail: %s is not supported yet; the daemon retries queued mail on its own", opts.Mode)})
+			Msg: "sendmail: -bs is not supported yet"})
 	}
 
 	msg, err := sendmail.ReadMessage(e.stdin, opts.IgnoreDots, int64(cfg.MaxMessageSize))

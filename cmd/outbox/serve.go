@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -45,6 +46,17 @@ func serveMain(ctx context.Context, args []string, e env) error {
 	return serve(ctx, cfg, e)
 }
 
+// newRunner returns the queue runner for cfg: the daemon's, or a
+// foreground flush's.
+func newRunner(cfg *config.Config, sp *spool.Spool, log *slog.Logger) *runner.Runner {
+	up := cfg.Upstreams[0]
+	return runner.New(sp, upstream.New(up, cfg.Hostname, log), runner.Policy{
+		RetryMin: cfg.Spool.RetryMin.Duration,
+		RetryMax: cfg.Spool.RetryMax.Duration,
+		Lifetime: cfg.Spool.Lifetime.Duration,
+	}, runner.Options{Relay: up.Address()}, log)
+}
+
 func aliases(cfg *config.Config) address.Aliases {
 	return address.NewAliases(cfg.Aliases, cfg.Domain, cfg.Hostname)
 }
@@ -60,11 +72,7 @@ func serve(ctx context.Context, cfg *config.Config, e env) error {
 		log.Warn("only the first [[upstream]] is used for now; failover comes later", "using", cfg.Upstreams[0].Address())
 	}
 	up := cfg.Upstreams[0]
-	r := runner.New(sp, upstream.New(up, cfg.Hostname, log), runner.Policy{
-		RetryMin: cfg.Spool.RetryMin.Duration,
-		RetryMax: cfg.Spool.RetryMax.Duration,
-		Lifetime: cfg.Spool.Lifetime.Duration,
-	}, runner.Options{Relay: up.Address()}, log)
+	r := newRunner(cfg, sp, log)
 
 	srv := listener.New(sp, listener.Options{
 		Hostname:       cfg.Hostname,
