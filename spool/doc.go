@@ -48,5 +48,13 @@
 // attempt (see Spool.Lock). A replacement record is locked before it is
 // renamed into place, so the lock never lapses while the attempt goes on, and
 // the daemon and a foreground `outbox queue flush` never deliver the same
-// message at once.
+// message at once. The administrator's operations (Hold, Release, Delete,
+// Requeue) take the same lock, so they never change a message in flight.
+//
+// # Compatibility
+//
+// The header line carries the format version; a reader refuses versions it
+// does not know rather than guess. Envelope fields are only ever added, and
+// every reader ignores fields it does not know, so a newer release reads an
+// older spool as it is.
 package spool
