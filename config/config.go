@@ -45,6 +45,12 @@ type Spool struct {
 	RetryMin Duration `toml:"retry_min"` // default 1m
 	RetryMax Duration `toml:"retry_max"` // default 1h
 	Lifetime Duration `toml:"lifetime"`  // default 5d
+	// MinFree is the free-space reserve: new mail is refused (SMTP 452
+	// 4.3.1, sendmail exit 75) while the spool's file system has less than
+	// this available, keeping the rest for rewriting queued mail during
+	// delivery. Set it above max_message_size. Default 0: off, so a small
+	// test file system still works; a full disk is refused cleanly anyway.
+	MinFree Size `toml:"min_free"`
 }
 
 // Sendmail is the [sendmail] table.

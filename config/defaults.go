@@ -12,6 +12,8 @@ const (
 	DefaultMaxRecipients       = 1000
 	DefaultSpoolDir            = "/var/spool/outbox"
 	DefaultSendmailSocket      = "/run/outbox/submit.sock"
+	// DefaultSpoolMinFree is off: see Spool.MinFree.
+	DefaultSpoolMinFree Size = 0
 	// DefaultListenAddress is IPv4 only because an IPv6 loopback is not
 	// present on every host, and failing to bind it would stop the daemon.
 	DefaultListenAddress = "127.0.0.1:25"
@@ -54,6 +56,9 @@ func (l *loader) defaults(c *Config) {
 	l.defaultDuration(&c.Spool.RetryMin, "spool.retry_min", time.Minute)
 	l.defaultDuration(&c.Spool.RetryMax, "spool.retry_max", time.Hour)
 	l.defaultDuration(&c.Spool.Lifetime, "spool.lifetime", 5*day)
+	if !l.set["spool.min_free"] {
+		c.Spool.MinFree = DefaultSpoolMinFree
+	}
 
 	if c.Sendmail.Socket == "" {
 		c.Sendmail.Socket = DefaultSendmailSocket

@@ -160,6 +160,16 @@ func TestDefaultsDependOnOtherKeys(t *testing.T) {
 			"1d 36h0m0s",
 		},
 		{
+			"min_free is off by default", upstream,
+			func(c *Config) string { return fmt.Sprint(int64(c.Spool.MinFree)) },
+			"0",
+		},
+		{
+			"min_free as a size", "[spool]\nmin_free = \"256MB\"\n" + upstream,
+			func(c *Config) string { return c.Spool.MinFree.String() },
+			"256MiB",
+		},
+		{
 			"inline tables", "spool = { dir = \"/srv/spool\" }\nupstream = [{ host = \"a\" }, { host = \"b\", port = 465 }]\n",
 			func(c *Config) string { return c.Spool.Dir + " " + c.Upstreams[1].TLS },
 			"/srv/spool implicit",
@@ -506,6 +516,11 @@ func TestUnknownAndMistypedKeys(t *testing.T) {
 			want: []string{f + `:2: spool.lifetime: expected a string, got integer 5`},
 		},
 		{
+			name: "negative min_free",
+			src:  "[spool]\nmin_free = -1\n" + upstream,
+			want: []string{f + `:2: spool.min_free: invalid size -1: negative`},
+		},
+		{
 			name: "negative duration",
 			src:  upstream + "data_timeout = \"-1m\"\n",
 			want: []string{f + `:3: upstream[0].data_timeout: invalid duration "-1m": negative (want e.g. "30s", "15m", "1h30m" or "5d")`},
@@ -671,6 +686,7 @@ func TestExampleCommentedDefaults(t *testing.T) {
 	for _, line := range []string{
 		`# max_message_size = "25MB"`,
 		`# max_recipients = 1000`,
+		`# min_free = "0"`,
 		`# [metrics]`,
 		`# address = "127.0.0.1:9325"`,
 		`# [log]`,
@@ -687,7 +703,7 @@ func TestExampleCommentedDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("uncommented example:\n%v", err)
 	}
-	if c.Metrics.Address != "127.0.0.1:9325" || c.MaxMessageSize != DefaultMaxMessageSize {
+	if c.Metrics.Address != "127.0.0.1:9325" || c.MaxMessageSize != DefaultMaxMessageSize || c.Spool.MinFree != DefaultSpoolMinFree {
 		t.Errorf("uncommented example: metrics %q, max size %s", c.Metrics.Address, c.MaxMessageSize)
 	}
 }

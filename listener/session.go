@@ -38,7 +38,23 @@ var (
 		Message: "Relay access denied: this client may not submit mail here"}
 	errSpool = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
 		Message: "Insufficient system storage: message not queued, try again later"}
+	// ErrSpoolFull is the reply when the spool's disk is full or below its
+	// free-space reserve. The sendmail command recognises it to say so.
+	ErrSpoolFull = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+		Message: "Insufficient system storage: mail spool full, try again later"}
 )
+
+// spoolFailed logs why a message could not be queued and returns the reply.
+// A full spool is worth its own words: it is the admin's to fix, and it
+// clears by itself as queued mail drains.
+func (s *session) spoolFailed(err error) error {
+	if errors.Is(err, spool.ErrNoSpace) {
+		s.server.log.Error("cannot queue message: spool full", "client", s.peer.addr, "spool", s.server.spool.Root(), "err", err)
+		return ErrSpoolFull
+	}
+	s.server.log.Error("cannot queue message", "client", s.peer.addr, "err", err)
+	return errSpool
+}
 
 func badAddress(addr string, err error) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3},
@@ -107,8 +123,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 func (s *session) Data(r io.Reader) error {
 	w, err := s.server.spool.Create(spool.Queue)
 	if err != nil {
-		s.server.log.Error("cannot queue message", "client", s.peer.addr, "err", err)
-		return errSpool
+		return s.spoolFailed(err)
 	}
 	if err := s.receive(w, r); err != nil {
 		w.Abort()
@@ -116,13 +131,11 @@ func (s *session) Data(r io.Reader) error {
 		if errors.As(err, &smtpErr) {
 			return smtpErr // too large, or the client went away
 		}
-		s.server.log.Error("cannot queue message", "client", s.peer.addr, "err", err)
-		return errSpool
+		return s.spoolFailed(err)
 	}
 	env := s.env
 	if err := w.Commit(env); err != nil {
-		s.server.log.Error("cannot queue message", "client", s.peer.addr, "err", err)
-		return errSpool
+		return s.spoolFailed(err)
 	}
 	s.server.log.Info("queued", "id", env.ID, "from", env.From, "size", env.Size,
 		"nrcpt", len(env.Recipients), "client", s.peer.addr, "uid", uidAttr(s.peer.uid), "origin", env.Origin.Kind)

@@ -97,7 +97,7 @@ func (l *Locked) Body() io.Reader {
 // attempt stays exclusive.
 func (l *Locked) Update() error {
 	if err := l.update(); err != nil {
-		return fmt.Errorf("spool: update %s: %w", l.id, err)
+		return fmt.Errorf("spool: update %s: %w", l.id, noSpace(err))
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,6 +39,8 @@ type Spool struct {
 	log     *slog.Logger
 	syncers map[State]*dirSyncer
 	now     func() time.Time
+	minFree atomic.Int64 // free-space reserve for new records; see SetMinFree
+	noSync  bool         // tests only: skip fsyncs to fill large spools fast
 }
 
 // Open opens the spool at root, creating missing state directories.
@@ -73,7 +76,7 @@ func (s *Spool) Put(st State, env *Envelope, body io.Reader) error {
 	}
 	if _, err := io.Copy(w, body); err != nil {
 		w.Abort()
-		return fmt.Errorf("spool: write %s: %w", w.ID(), err)
+		return err // Writer.Write says what and where
 	}
 	return w.Commit(env)
 }

@@ -20,17 +20,22 @@ type Writer struct {
 	done bool
 }
 
-// Create starts a new record in state st.
+// Create starts a new record in state st. It fails with an error matching
+// ErrNoSpace when the free space is below the reserve (see SetMinFree) or
+// the file system is full.
 func (s *Spool) Create(st State) (*Writer, error) {
+	if err := s.checkFree(); err != nil {
+		return nil, err
+	}
 	id := NewID(s.now())
 	f, err := os.OpenFile(filepath.Join(s.dir(st), tmpPrefix+id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("spool: create %s: %w", id, err)
+		return nil, fmt.Errorf("spool: create %s: %w", id, noSpace(err))
 	}
 	if _, err := f.WriteString(header); err != nil {
 		f.Close()
 		os.Remove(f.Name())
-		return nil, fmt.Errorf("spool: write %s: %w", id, err)
+		return nil, fmt.Errorf("spool: write %s: %w", id, noSpace(err))
 	}
 	return &Writer{s: s, st: st, id: id, f: f, crc: crc32.New(castagnoli)}, nil
 }
@@ -38,13 +43,14 @@ func (s *Spool) Create(st State) (*Writer, error) {
 // ID returns the queue ID the message will have.
 func (w *Writer) ID() string { return w.id }
 
-// Write appends message bytes.
+// Write appends message bytes. An error matching ErrNoSpace means the file
+// system is full; Abort then removes what was written.
 func (w *Writer) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.n += int64(n)
 	w.crc.Write(p[:n])
 	if err != nil {
-		return n, fmt.Errorf("spool: write %s: %w", w.id, err)
+		return n, fmt.Errorf("spool: write %s: %w", w.id, noSpace(err))
 	}
 	return n, nil
 }
@@ -55,7 +61,7 @@ func (w *Writer) Size() int64 { return w.n }
 // Commit writes the envelope, makes the record durable and publishes it under
 // its ID. It sets env.ID and env.Size, and Arrived and NextAttempt when zero.
 // When Commit returns nil the message is safely queued; on error nothing is
-// left behind.
+// left behind, and the error matches ErrNoSpace if the file system was full.
 func (w *Writer) Commit(env *Envelope) error {
 	if w.done {
 		return fmt.Errorf("spool: commit %s: already finished", w.id)
@@ -69,7 +75,7 @@ func (w *Writer) Commit(env *Envelope) error {
 	}
 	if err := w.commit(env); err != nil {
 		w.Abort()
-		return fmt.Errorf("spool: commit %s: %w", w.id, err)
+		return fmt.Errorf("spool: commit %s: %w", w.id, noSpace(err))
 	}
 	return nil
 }
@@ -78,7 +84,7 @@ func (w *Writer) commit(env *Envelope) error {
 	if err := writeTail(w.f, env, w.n, w.crc.Sum32()); err != nil {
 		return err
 	}
-	if err := w.f.Sync(); err != nil {
+	if err := w.sync(); err != nil {
 		return err
 	}
 	if err := w.f.Close(); err != nil {
@@ -90,6 +96,9 @@ func (w *Writer) commit(env *Envelope) error {
 		os.Remove(tmp)
 		return err
 	}
+	if w.s.noSync {
+		return nil
+	}
 	if err := w.s.syncers[w.st].sync(); err != nil {
 		// The record may or may not survive a crash now; remove it so that
 		// the caller's failure report stays true.
@@ -97,6 +106,14 @@ func (w *Writer) commit(env *Envelope) error {
 		return err
 	}
 	return nil
+}
+
+// sync makes the record's content durable.
+func (w *Writer) sync() error {
+	if w.s.noSync {
+		return nil
+	}
+	return w.f.Sync()
 }
 
 // writeTail appends the envelope and trailer after a message of bodyLen

@@ -43,9 +43,17 @@ func (c *Client) Deliver(ctx context.Context, m *Message) ([]Result, error) {
 	if err := c.open(ctx, s); err != nil {
 		return nil, err
 	}
-	defer s.close()
 	s.log = s.log.With("id", m.ID)
-	return s.send(m)
+	res, err := s.send(m)
+	// QUIT in the background: the outcome is known, and the caller should
+	// record it at once, since a crash before it does means the message is
+	// sent again. A trace keeps the dialogue whole and in order instead.
+	if s.trace != nil {
+		s.close()
+	} else {
+		go s.close()
+	}
+	return res, err
 }
 
 // send runs the mail transaction on an open session.

@@ -72,7 +72,9 @@ func sendmailMain(ctx context.Context, args []string, e env) int {
 	sub := submission{prep: prep, opts: opts}
 	err = sub.viaDaemon(ctx, cfg)
 	if errors.Is(err, errDaemonDown) {
-		if derr := sub.drop(cfg, uid); derr != nil {
+		if derr := sub.drop(cfg, uid); errors.Is(derr, spool.ErrNoSpace) {
+			err = spoolFull(cfg.Spool.Dir, derr.Error()+"; the daemon (outbox serve) is not running either")
+		} else if derr != nil {
 			err = &sendmail.ExitError{Code: sendmail.ExTempFail, Msg: fmt.Sprintf(
 				"sendmail: cannot queue the message: %v, and %v; start the daemon (outbox serve) or check the spool's permissions", err, derr)}
 		} else {
@@ -156,6 +158,11 @@ func (s submission) viaDaemon(ctx context.Context, cfg *config.Config) error {
 		return smtpExit("data", err)
 	}
 	if _, err := w.CloseWithResponse(); err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) && *se == *listener.ErrSpoolFull {
+			return spoolFull(cfg.Spool.Dir, fmt.Sprintf("the daemon answered %d %d.%d.%d %s",
+				se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message))
+		}
 		return smtpExit("data", err)
 	}
 	c.Quit()
@@ -182,6 +189,14 @@ func smtpExit(what string, err error) error {
 	return &sendmail.ExitError{Code: code, Msg: fmt.Sprintf("sendmail: %s: %d %s", what, se.Code, se.Message)}
 }
 
+// spoolFull reports a spool whose disk is full, or below its min_free
+// reserve: temporary for the caller, but only an administrator can fix it,
+// so the message says where.
+func spoolFull(dir, detail string) error {
+	return &sendmail.ExitError{Code: sendmail.ExTempFail, Msg: fmt.Sprintf(
+		"sendmail: cannot queue the message: the disk holding the mail spool %s is full (%s); free space there, then send again", dir, detail)}
+}
+
 // drop writes the message into incoming/ for the daemon to take in later.
 // It never creates the spool: that is the daemon's and the package's job.
 func (s submission) drop(cfg *config.Config, uid int) error {
@@ -192,6 +207,7 @@ func (s submission) drop(cfg *config.Config, uid int) error {
 	if err != nil {
 		return err
 	}
+	sp.SetMinFree(int64(cfg.Spool.MinFree))
 	w, err := sp.Create(spool.Incoming)
 	if err != nil {
 		return err

@@ -68,6 +68,7 @@ func serve(ctx context.Context, cfg *config.Config, e env) error {
 	if err != nil {
 		return err
 	}
+	sp.SetMinFree(int64(cfg.Spool.MinFree))
 	if len(cfg.Upstreams) > 1 {
 		log.Warn("only the first [[upstream]] is used for now; failover comes later", "using", cfg.Upstreams[0].Address())
 	}
