@@ -3,6 +3,8 @@ package spool
 import (
 	"errors"
 	"io/fs"
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -69,6 +71,31 @@ func TestRequeueFromFailed(t *testing.T) {
 	}
 	if !got.NextAttempt.Equal(now) || !got.Since().Equal(now) || got.LastError != "" {
 		t.Errorf("envelope after requeue: %+v", got)
+	}
+	if _, err := s.Find(env.ID); err != nil {
+		t.Error(err)
+	}
+}
+
+// A drop's envelope cannot claim another submitter: the daemon records the
+// file's owner.
+func TestAcceptRecordsOwner(t *testing.T) {
+	s := openTemp(t)
+	liar := 4242
+	env := &Envelope{From: "a@x", Origin: Origin{Kind: "smtp", UID: &liar},
+		Recipients: []Recipient{{Addr: "b@x", Status: Pending}}}
+	if err := s.Put(Incoming, env, strings.NewReader("x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Accept(env.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.Read(Queue, env.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Origin.Kind != "maildrop" || got.Origin.UID == nil || *got.Origin.UID != os.Getuid() {
+		t.Errorf("origin after Accept = %+v, want maildrop by uid %d", got.Origin, os.Getuid())
 	}
 	if _, err := s.Find(env.ID); err != nil {
 		t.Error(err)

@@ -49,6 +49,9 @@ func (s *Spool) LockIn(st State, id string) (*Locked, error) {
 	if err == nil {
 		err = verifyBody(f, t)
 	}
+	if err == nil && env.ID != id {
+		err = corrupt("file name differs from envelope id %s", env.ID)
+	}
 	if err != nil {
 		f.Close()
 		if errors.Is(err, ErrCorrupt) {

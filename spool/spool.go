@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"sync/atomic"
 	"time"
 )
@@ -210,28 +211,25 @@ func (s *Spool) Move(id string, from, to State) error {
 }
 
 // Accept takes record id from incoming/ into the queue after checking it
-// whole, so a half-written or damaged drop never enters the queue.
+// whole, so a half-written or damaged drop never enters the queue. The
+// submitter is whoever owns the file, whatever its envelope claims.
 func (s *Spool) Accept(id string) error {
-	if !ValidID(id) {
-		return fmt.Errorf("spool: %q is not a queue ID", id)
+	l, err := s.LockIn(Incoming, id)
+	if err != nil {
+		return fmt.Errorf("spool: accept: %w", err)
 	}
-	f, err := os.Open(s.path(Incoming, id))
+	defer l.Close()
+	fi, err := l.f.Stat()
 	if err != nil {
 		return fmt.Errorf("spool: accept %s: %w", id, err)
 	}
-	env, t, err := readEnvelope(f)
-	if err == nil {
-		err = verifyBody(f, t)
-	}
-	f.Close()
-	if err == nil && env.ID != id {
-		err = corrupt("file name differs from envelope id %s", env.ID)
-	}
-	if errors.Is(err, ErrCorrupt) {
-		s.quarantine(Incoming, id, err)
-	}
-	if err != nil {
-		return fmt.Errorf("spool: accept %s: %w", id, err)
+	env := l.Envelope()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		owner := int(st.Uid)
+		if env.Origin.Kind != "maildrop" || env.Origin.UID == nil || *env.Origin.UID != owner {
+			env.Origin.Kind, env.Origin.UID = "maildrop", &owner
+			return l.MoveTo(Queue)
+		}
 	}
 	return s.Move(id, Incoming, Queue)
 }
