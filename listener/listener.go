@@ -15,11 +15,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -54,22 +55,43 @@ const maxLineLength = 1 << 20
 // Server accepts mail on its endpoints and puts it in the spool.
 type Server struct {
 	spool    *spool.Spool
-	opts     Options
 	log      *slog.Logger
 	onQueued func(*spool.Envelope)
 
-	mu      sync.Mutex
-	servers []*smtp.Server
+	// The current configuration, swapped whole by Reconfigure; each session
+	// works with the one in force when it began.
+	opts      atomic.Pointer[Options]
+	endpoints atomic.Pointer[map[string]Endpoint] // by Address
 }
 
 // New returns a server that spools into s and calls onQueued after each
 // message is durably queued.
 func New(s *spool.Spool, opts Options, onQueued func(*spool.Envelope), log *slog.Logger) *Server {
+	srv := &Server{spool: s, log: log, onQueued: onQueued}
+	srv.Reconfigure(opts, nil)
+	return srv
+}
+
+// Reconfigure replaces the options and the policies of the endpoints
+// (matched by Address) for sessions that start from now on. Endpoints not
+// listed keep the policy they were served with.
+func (s *Server) Reconfigure(opts Options, eps []Endpoint) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 5 * time.Minute
 	}
-	return &Server{spool: s, opts: opts, log: log, onQueued: onQueued}
+	s.opts.Store(&opts)
+	m := map[string]Endpoint{}
+	if old := s.endpoints.Load(); old != nil {
+		maps.Copy(m, *old)
+	}
+	for _, ep := range eps {
+		m[ep.Address] = ep
+	}
+	s.endpoints.Store(&m)
 }
+
+// endpoint returns the current policy for the endpoint at addr.
+func (s *Server) endpoint(addr string) Endpoint { return (*s.endpoints.Load())[addr] }
 
 // Listen opens the endpoint's socket. A unix socket left by an earlier run
 // is replaced; the sendmail socket is made writable by every local user.
@@ -111,17 +133,19 @@ func Listen(ep Endpoint) (net.Listener, error) {
 // Serve serves SMTP on l for endpoint ep until ctx is done, then gives
 // sessions in progress up to 10 seconds to finish.
 func (s *Server) Serve(ctx context.Context, l net.Listener, ep Endpoint) error {
-	srv := smtp.NewServer(&backend{server: s, ep: ep})
-	srv.Domain = s.opts.Hostname
-	srv.MaxMessageBytes = s.opts.MaxMessageSize
-	srv.MaxRecipients = s.opts.MaxRecipients
+	s.Reconfigure(*s.opts.Load(), []Endpoint{ep})
+	opts := s.opts.Load()
+	srv := smtp.NewServer(&backend{server: s, addr: ep.Address})
+	srv.Domain = opts.Hostname
+	srv.MaxMessageBytes = opts.MaxMessageSize
+	srv.MaxRecipients = opts.MaxRecipients
 	// go-smtp applies one line limit to commands and message lines alike.
 	// Applications (PHP's HTML mail above all) send message lines far over
 	// RFC 5321's 998 octets, and Postfix accepts them, so the limit only
 	// bounds the memory a single line may take.
 	srv.MaxLineLength = maxLineLength
-	srv.ReadTimeout = s.opts.Timeout
-	srv.WriteTimeout = s.opts.Timeout
+	srv.ReadTimeout = opts.Timeout
+	srv.WriteTimeout = opts.Timeout
 	srv.EnableSMTPUTF8 = true
 	srv.EnableDSN = true
 	srv.ErrorLog = errorLog{s.log.With("listener", ep.Address)}

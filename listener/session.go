@@ -16,16 +16,18 @@ import (
 
 type backend struct {
 	server *Server
-	ep     Endpoint
+	addr   string // the endpoint's Address
 }
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{server: b.server, ep: b.ep, conn: c, peer: peerOf(c.Conn())}, nil
+	return &session{server: b.server, opts: b.server.opts.Load(), ep: b.server.endpoint(b.addr),
+		conn: c, peer: peerOf(c.Conn())}, nil
 }
 
 // session is one SMTP session; go-smtp calls its methods one at a time.
 type session struct {
 	server *Server
+	opts   *Options // as they were when the session began
 	ep     Endpoint
 	conn   *smtp.Conn
 	peer   peer
@@ -109,7 +111,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			r.DSNOrcpt = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
 		}
 	}
-	targets := s.server.opts.Aliases.Expand(to)
+	targets := s.opts.Aliases.Expand(to)
 	if r.DSNOrcpt == "" && (len(targets) != 1 || targets[0] != to) {
 		r.DSNOrcpt = "rfc822;" + to // DSNs should name the address the client used
 	}
@@ -164,10 +166,10 @@ func (s *session) received(id string) string {
 	now := time.Now().Format(time.RFC1123Z)
 	var b strings.Builder
 	if s.peer.unix && s.peer.uid != nil {
-		return LocalReceived(s.server.opts.Hostname, *s.peer.uid, id, time.Now())
+		return LocalReceived(s.opts.Hostname, *s.peer.uid, id, time.Now())
 	} else {
 		helo := s.conn.Hostname()
-		fmt.Fprintf(&b, "Received: from %s (%s)\r\n\tby %s (Outbox) with ESMTP id %s", sanitize(helo), s.peer.addr, s.server.opts.Hostname, id)
+		fmt.Fprintf(&b, "Received: from %s (%s)\r\n\tby %s (Outbox) with ESMTP id %s", sanitize(helo), s.peer.addr, s.opts.Hostname, id)
 	}
 	if len(s.env.Recipients) == 1 {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", s.env.Recipients[0].Addr)

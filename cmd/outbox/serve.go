@@ -75,19 +75,12 @@ func serve(ctx context.Context, cfg *config.Config, e env) error {
 	up := cfg.Upstreams[0]
 	r := newRunner(cfg, sp, log)
 
-	srv := listener.New(sp, listener.Options{
-		Hostname:       cfg.Hostname,
-		MaxMessageSize: int64(cfg.MaxMessageSize),
-		MaxRecipients:  cfg.MaxRecipients,
-		Aliases:        aliases(cfg),
-	}, func(env *spool.Envelope) { r.Enqueue(env.ID, env.NextAttempt) }, log)
+	srv := listener.New(sp, listenerOptions(cfg),
+		func(env *spool.Envelope) { r.Enqueue(env.ID, env.NextAttempt) }, log)
 
 	// Open every socket before serving any, so a busy port fails the start
 	// instead of leaving a half-working daemon.
-	endpoints := []listener.Endpoint{{Address: cfg.Sendmail.Socket, Sendmail: true}}
-	for _, l := range cfg.Listeners {
-		endpoints = append(endpoints, listener.Endpoint{Address: l.Address, Networks: l.Networks})
-	}
+	endpoints := endpoints(cfg)
 	var sockets []net.Listener
 	defer func() {
 		for _, l := range sockets {
