@@ -7,5 +7,6 @@ require (
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6
 	github.com/emersion/go-smtp v0.25.1
+	golang.org/x/crypto v0.58.0
 	golang.org/x/sys v0.49.0
 )

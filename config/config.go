@@ -62,6 +62,10 @@ type Sendmail struct {
 type Listener struct {
 	// Address is "host:port" or an absolute path for a unix socket.
 	Address string `toml:"address"`
+	// Optional marks a default listener whose address the host may lack
+	// (the IPv6 loopback): it is skipped, with a warning, if it cannot be
+	// bound for that reason.
+	Optional bool `toml:"-"`
 	// TLS is "none" (default), "starttls" or "implicit".
 	TLS      string `toml:"tls"`
 	CertFile string `toml:"cert_file"`
@@ -74,6 +78,21 @@ type Listener struct {
 	// Auth is "none" (default), "optional" or "required".
 	Auth      string `toml:"auth"`
 	UsersFile string `toml:"users_file"`
+
+	// MaxSessions bounds the concurrent SMTP sessions on this listener:
+	// a connection beyond it is answered 421 4.7.0 and closed. Default 100.
+	MaxSessions int `toml:"max_sessions"`
+	// MaxSessionsPerClient bounds the concurrent sessions from one client
+	// IP address; unix socket listeners do not apply it. Default 20.
+	MaxSessionsPerClient int `toml:"max_sessions_per_client"`
+	// MaxErrors is how many error replies (refused senders, recipients
+	// and messages) a session gets before it is closed with 421 4.7.0.
+	// Default 10.
+	MaxErrors int `toml:"max_errors"`
+	// Timeout is how long the listener waits for each command, and for the
+	// whole message after DATA, before it closes the session with
+	// 421 4.4.2. It changes at restart only. Default 5m.
+	Timeout Duration `toml:"timeout"`
 
 	// Networks is AllowNetworks parsed.
 	Networks []netip.Prefix `toml:"-"`

@@ -14,9 +14,17 @@ const (
 	DefaultSendmailSocket      = "/run/outbox/submit.sock"
 	// DefaultSpoolMinFree is off: see Spool.MinFree.
 	DefaultSpoolMinFree Size = 0
-	// DefaultListenAddress is IPv4 only because an IPv6 loopback is not
-	// present on every host, and failing to bind it would stop the daemon.
-	DefaultListenAddress = "127.0.0.1:25"
+	// DefaultListenAddress and DefaultListenAddress6 are the listeners
+	// when none is configured. The IPv6 one is optional: a host without an
+	// IPv6 loopback skips it with a warning instead of failing to start.
+	DefaultListenAddress  = "127.0.0.1:25"
+	DefaultListenAddress6 = "[::1]:25"
+
+	// Per [[listener]]: see Listener.
+	DefaultMaxSessions                        = 100
+	DefaultMaxSessionsPerClient               = 20
+	DefaultMaxErrors                          = 10
+	DefaultListenerTimeout      time.Duration = 5 * time.Minute
 )
 
 // defaultAllowNetworks is the loopback, trusted to submit without AUTH.
@@ -66,7 +74,7 @@ func (l *loader) defaults(c *Config) {
 
 	// An explicit `listener = []` is kept: it means sendmail-only.
 	if !l.set["listener"] {
-		c.Listeners = []Listener{{Address: DefaultListenAddress}}
+		c.Listeners = []Listener{{Address: DefaultListenAddress}, {Address: DefaultListenAddress6, Optional: true}}
 	}
 	for i := range c.Listeners {
 		ln, p := &c.Listeners[i], fmt.Sprintf("listener[%d]", i)
@@ -79,6 +87,10 @@ func (l *loader) defaults(c *Config) {
 		if !l.set[p+".allow_networks"] {
 			ln.AllowNetworks = append([]string(nil), defaultAllowNetworks...)
 		}
+		l.defaultInt(&ln.MaxSessions, p+".max_sessions", DefaultMaxSessions)
+		l.defaultInt(&ln.MaxSessionsPerClient, p+".max_sessions_per_client", DefaultMaxSessionsPerClient)
+		l.defaultInt(&ln.MaxErrors, p+".max_errors", DefaultMaxErrors)
+		l.defaultDuration(&ln.Timeout, p+".timeout", DefaultListenerTimeout)
 	}
 
 	for i := range c.Upstreams {
@@ -115,6 +127,12 @@ func (l *loader) defaults(c *Config) {
 
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
+	}
+}
+
+func (l *loader) defaultInt(n *int, key string, def int) {
+	if !l.set[key] {
+		*n = def
 	}
 }
 

@@ -50,14 +50,8 @@ func TestDefaults(t *testing.T) {
 			RetryMax: Duration{time.Hour},
 			Lifetime: Duration{5 * 24 * time.Hour},
 		},
-		Sendmail: Sendmail{Socket: "/run/outbox/submit.sock"},
-		Listeners: []Listener{{
-			Address:       "127.0.0.1:25",
-			TLS:           "none",
-			AllowNetworks: []string{"127.0.0.0/8", "::1/128"},
-			Auth:          "none",
-			Networks:      []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
-		}},
+		Sendmail:  Sendmail{Socket: "/run/outbox/submit.sock"},
+		Listeners: []Listener{defaultListener("127.0.0.1:25", false), defaultListener("[::1]:25", true)},
 		Upstreams: []Upstream{{
 			Host:           "smtp.example.net",
 			Port:           587,
@@ -143,6 +137,22 @@ func TestDefaultsDependOnOtherKeys(t *testing.T) {
 			"bare addresses are host networks", "[[listener]]\naddress = \"[::1]:2525\"\nallow_networks = [\"10.1.2.3\", \"fd00::1\", \"192.168.7.9/24\"]\n" + upstream,
 			func(c *Config) string { return fmtPrefixes(c.Listeners[0].Networks) },
 			"10.1.2.3/32 fd00::1/128 192.168.7.0/24",
+		},
+		{
+			"listener limits default in every listener", "[[listener]]\naddress = \":25\"\n[[listener]]\naddress = \"/run/outbox/smtp.sock\"\n" + upstream,
+			func(c *Config) string {
+				l := c.Listeners[1]
+				return fmt.Sprintf("%d %d %d %s", l.MaxSessions, l.MaxSessionsPerClient, l.MaxErrors, l.Timeout)
+			},
+			"100 20 10 5m0s",
+		},
+		{
+			"listener limits", "[[listener]]\naddress = \":25\"\nmax_sessions = 5\nmax_sessions_per_client = 50\nmax_errors = 1\ntimeout = \"30s\"\n" + upstream,
+			func(c *Config) string {
+				l := c.Listeners[0]
+				return fmt.Sprintf("%d %d %d %s", l.MaxSessions, l.MaxSessionsPerClient, l.MaxErrors, l.Timeout)
+			},
+			"5 50 1 30s",
 		},
 		{
 			"sizes as integers", "max_message_size = 2048\n" + upstream,
@@ -373,6 +383,21 @@ func TestErrors(t *testing.T) {
 			src:  "[[listener]]\naddress = \"/run/outbox/smtp.sock\"\nallow_networks = []\n" + upstream,
 		},
 		{
+			name: "listener limits of zero",
+			src:  "[[listener]]\naddress = \":25\"\nmax_sessions = 0\nmax_sessions_per_client = 0\nmax_errors = -1\ntimeout = \"0s\"\n" + upstream,
+			want: []string{
+				f + ":3: listener[0].max_sessions: must be at least 1, got 0",
+				f + ":4: listener[0].max_sessions_per_client: must be at least 1, got 0",
+				f + ":5: listener[0].max_errors: must be at least 1, got -1",
+				f + ":6: listener[0].timeout: must be longer than zero",
+			},
+		},
+		{
+			name: "listener limits in the second listener",
+			src:  "[[listener]]\naddress = \":25\"\n[[listener]]\naddress = \":587\"\nmax_errors = 0\n" + upstream,
+			want: []string{f + ":5: listener[1].max_errors: must be at least 1, got 0"},
+		},
+		{
 			name: "retry_min above retry_max",
 			src:  "[spool]\nretry_min = \"2h\"\n" + upstream,
 			want: []string{f + ":2: spool.retry_min: 2h0m0s is longer than retry_max (1h0m0s)"},
@@ -509,6 +534,16 @@ func TestUnknownAndMistypedKeys(t *testing.T) {
 			name: "bad duration text",
 			src:  "[spool]\nretry_min = \"1 minute\"\n" + upstream,
 			want: []string{f + `:2: spool.retry_min: invalid duration "1 minute": unknown unit " minute" (want e.g. "30s", "15m", "1h30m" or "5d")`},
+		},
+		{
+			name: "listener timeout as a number",
+			src:  "[[listener]]\naddress = \":25\"\ntimeout = 300\n" + upstream,
+			want: []string{f + `:3: listener[0].timeout: expected a string, got integer 300`},
+		},
+		{
+			name: "listener max_sessions as a string",
+			src:  "[[listener]]\naddress = \":25\"\nmax_sessions = \"100\"\n" + upstream,
+			want: []string{f + `:3: listener[0].max_sessions: expected an integer, got string "100"`},
 		},
 		{
 			name: "integer for duration",
@@ -697,14 +732,27 @@ func TestExampleCommentedDefaults(t *testing.T) {
 		}
 		src = strings.Replace(src, line, line[2:], 1)
 	}
-	src = strings.Replace(src, `# connect_timeout = "30s"; command_timeout = "5m"; data_timeout = "10m"`,
-		"connect_timeout = \"30s\"\ncommand_timeout = \"5m\"\ndata_timeout = \"10m\"", 1)
+	for line, keys := range map[string]string{
+		`# connect_timeout = "30s"; command_timeout = "5m"; data_timeout = "10m"`: "connect_timeout = \"30s\"\ncommand_timeout = \"5m\"\ndata_timeout = \"10m\"",
+		`# max_sessions = 100; max_sessions_per_client = 20`:                      "max_sessions = 100\nmax_sessions_per_client = 20\n#",
+		`# max_errors = 10; timeout = "5m"`:                                       "max_errors = 10\ntimeout = \"5m\"\n#",
+	} {
+		if !strings.Contains(src, line) {
+			t.Fatalf("example no longer contains %q", line)
+		}
+		src = strings.Replace(src, line, keys, 1)
+	}
 	c, err := Parse("example", []byte(src))
 	if err != nil {
 		t.Fatalf("uncommented example:\n%v", err)
 	}
 	if c.Metrics.Address != "127.0.0.1:9325" || c.MaxMessageSize != DefaultMaxMessageSize || c.Spool.MinFree != DefaultSpoolMinFree {
 		t.Errorf("uncommented example: metrics %q, max size %s", c.Metrics.Address, c.MaxMessageSize)
+	}
+	l := c.Listeners[0]
+	if l.MaxSessions != DefaultMaxSessions || l.MaxSessionsPerClient != DefaultMaxSessionsPerClient ||
+		l.MaxErrors != DefaultMaxErrors || l.Timeout.Duration != DefaultListenerTimeout {
+		t.Errorf("uncommented example: listener %+v", l)
 	}
 }
 
@@ -748,5 +796,21 @@ func TestResolve(t *testing.T) {
 				t.Errorf("Resolve(%q, env=%q) = %q, want %q", tt.flag, tt.env, got, tt.want)
 			}
 		})
+	}
+}
+
+func defaultListener(addr string, optional bool) Listener {
+	return Listener{
+		Address:       addr,
+		Optional:      optional,
+		TLS:           "none",
+		AllowNetworks: []string{"127.0.0.0/8", "::1/128"},
+		Auth:          "none",
+		Networks:      []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+
+		MaxSessions:          100,
+		MaxSessionsPerClient: 20,
+		MaxErrors:            10,
+		Timeout:              Duration{5 * time.Minute},
 	}
 }

@@ -98,6 +98,10 @@ func (l *loader) listener(c *Config, i int) {
 	if len(ln.AllowNetworks) == 0 && ln.Auth == "none" && !ln.IsUnix() {
 		l.errorf(p+".allow_networks", `is empty and auth is "none": no client could send mail`)
 	}
+	l.atLeastOne(p+".max_sessions", ln.MaxSessions)
+	l.atLeastOne(p+".max_sessions_per_client", ln.MaxSessionsPerClient)
+	l.atLeastOne(p+".max_errors", ln.MaxErrors)
+	l.positive(p+".timeout", ln.Timeout)
 }
 
 // parseNetwork accepts a CIDR prefix or a bare address, meaning just that
@@ -187,6 +191,12 @@ func (l *loader) required(key, v, because, becauseValue string) {
 func (l *loader) absolute(key, path string) {
 	if !filepath.IsAbs(path) {
 		l.errorf(key, "must be an absolute path, got %q", path)
+	}
+}
+
+func (l *loader) atLeastOne(key string, n int) {
+	if n < 1 {
+		l.errorf(key, "must be at least 1, got %d", n)
 	}
 }
 

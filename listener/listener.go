@@ -4,13 +4,24 @@
 // written to the spool and made durable before the client hears 250.
 //
 // Line endings: go-smtp ends DATA only on CRLF.CRLF, and Outbox stores every
-// message with canonical CRLF line endings (bare CR and bare LF become
-// CRLF), so nothing a client sends can end a message early when it is
-// relayed, and no ambiguous line ending ever reaches the upstream.
+// message with canonical CRLF line endings, so nothing a client sends can
+// end a message early when it is relayed, and no ambiguous line ending ever
+// reaches the upstream. Local clients (unix sockets, loopback) may send bare
+// CR and bare LF, which become CRLF; from any other client a message with a
+// bare CR, a bare LF or a NUL byte is refused with 554 5.6.0 (lineends.go).
+//
+// Limits: each endpoint bounds its concurrent sessions, overall and per
+// client address, the error replies per session and the time a client may
+// take per command (limits.go).
+//
+// Malformed addresses: what go-smtp cannot parse as a path (a bare name, a
+// missing <>) it refuses itself with 501 5.5.2; what it passes on and our
+// checks refuse (internal/address) gets 501 5.1.3.
 package listener
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -20,7 +31,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -36,8 +49,37 @@ type Endpoint struct {
 	// Networks may submit without authentication. Unix socket clients are
 	// always trusted: the file mode of the socket decides who can connect.
 	Networks []netip.Prefix
+	// Optional: a host without this address (no IPv6 loopback) skips the
+	// endpoint instead of failing to start; see Unavailable.
+	Optional bool
 	// Sendmail marks the submission socket of the sendmail command.
 	Sendmail bool
+
+	// MaxSessions bounds the concurrent sessions on this endpoint and
+	// MaxSessionsPerClient those from one IP address (not applied to unix
+	// sockets); MaxErrors is how many error replies a session gets before
+	// it is closed with 421 4.7.0. Zero means no limit. See limits.go.
+	MaxSessions, MaxSessionsPerClient, MaxErrors int
+	// Timeout is the read and write timeout, per command (and for a whole
+	// message after DATA); zero means DefaultTimeout. It is applied when
+	// the endpoint starts serving.
+	Timeout time.Duration
+	// LocalNetworks are the TCP clients, besides unix socket clients,
+	// whose bare CR and LF are converted rather than refused; nil means
+	// the loopback (127.0.0.0/8, ::1). See lineends.go.
+	LocalNetworks []netip.Prefix
+
+	// TLS offers STARTTLS or implicit TLS with the certificate in
+	// CertFile and KeyFile (PEM), read at Serve and by Reconfigure.
+	TLS               TLSMode
+	CertFile, KeyFile string
+	// Auth offers AUTH PLAIN and LOGIN, over TLS only, to the users in
+	// UsersFile (see LoadUsers), read at Serve and by Reconfigure.
+	Auth      AuthMode
+	UsersFile string
+
+	cert  *tls.Certificate // read from CertFile and KeyFile
+	users *Users           // read from UsersFile
 }
 
 // Options are the limits and names shared by all endpoints.
@@ -46,7 +88,6 @@ type Options struct {
 	MaxMessageSize int64
 	MaxRecipients  int
 	Aliases        address.Aliases // rewrites local recipients
-	Timeout        time.Duration   // per command and idle; default 5m (Postfix smtpd_timeout)
 }
 
 // maxLineLength bounds one line of a command or message.
@@ -60,8 +101,9 @@ type Server struct {
 
 	// The current configuration, swapped whole by Reconfigure; each session
 	// works with the one in force when it began.
-	opts      atomic.Pointer[Options]
-	endpoints atomic.Pointer[map[string]Endpoint] // by Address
+	opts       atomic.Pointer[Options]
+	endpoints  atomic.Pointer[map[string]Endpoint] // by Address
+	reconfigMu sync.Mutex                          // serializes Reconfigure
 }
 
 // New returns a server that spools into s and calls onQueued after each
@@ -74,11 +116,18 @@ func New(s *spool.Spool, opts Options, onQueued func(*spool.Envelope), log *slog
 
 // Reconfigure replaces the options and the policies of the endpoints
 // (matched by Address) for sessions that start from now on. Endpoints not
-// listed keep the policy they were served with.
-func (s *Server) Reconfigure(opts Options, eps []Endpoint) {
-	if opts.Timeout <= 0 {
-		opts.Timeout = 5 * time.Minute
+// listed keep the policy they were served with. It reads the endpoints'
+// certificates and users files again, and changes nothing if any cannot be
+// read. A changed tls mode takes effect only at restart.
+func (s *Server) Reconfigure(opts Options, eps []Endpoint) error {
+	eps, err := s.loadFiles(eps)
+	if err != nil {
+		return err
 	}
+	// Serve and a SIGHUP reload may reconfigure at once: one at a time, so
+	// neither loses the other's endpoints.
+	s.reconfigMu.Lock()
+	defer s.reconfigMu.Unlock()
 	s.opts.Store(&opts)
 	m := map[string]Endpoint{}
 	if old := s.endpoints.Load(); old != nil {
@@ -88,10 +137,17 @@ func (s *Server) Reconfigure(opts Options, eps []Endpoint) {
 		m[ep.Address] = ep
 	}
 	s.endpoints.Store(&m)
+	return nil
 }
 
 // endpoint returns the current policy for the endpoint at addr.
 func (s *Server) endpoint(addr string) Endpoint { return (*s.endpoints.Load())[addr] }
+
+// Unavailable reports whether err from Listen means the host lacks the
+// address (no IPv6 loopback, say) rather than that it is busy or forbidden.
+func Unavailable(err error) bool {
+	return errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT)
+}
 
 // Listen opens the endpoint's socket. A unix socket left by an earlier run
 // is replaced; the sendmail socket is made writable by every local user.
@@ -131,9 +187,14 @@ func Listen(ep Endpoint) (net.Listener, error) {
 }
 
 // Serve serves SMTP on l for endpoint ep until ctx is done, then gives
-// sessions in progress up to 10 seconds to finish.
+// sessions in progress up to 10 seconds to finish. It fails at once if the
+// endpoint's certificate or users file cannot be read.
 func (s *Server) Serve(ctx context.Context, l net.Listener, ep Endpoint) error {
-	s.Reconfigure(*s.opts.Load(), []Endpoint{ep})
+	if err := s.Reconfigure(*s.opts.Load(), []Endpoint{ep}); err != nil {
+		l.Close()
+		return err
+	}
+	ep = s.endpoint(ep.Address)
 	opts := s.opts.Load()
 	srv := smtp.NewServer(&backend{server: s, addr: ep.Address})
 	srv.Domain = opts.Hostname
@@ -144,11 +205,18 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, ep Endpoint) error {
 	// RFC 5321's 998 octets, and Postfix accepts them, so the limit only
 	// bounds the memory a single line may take.
 	srv.MaxLineLength = maxLineLength
-	srv.ReadTimeout = opts.Timeout
-	srv.WriteTimeout = opts.Timeout
+	timeout := ep.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	srv.ReadTimeout = timeout
+	srv.WriteTimeout = timeout
 	srv.EnableSMTPUTF8 = true
 	srv.EnableDSN = true
 	srv.ErrorLog = errorLog{s.log.With("listener", ep.Address)}
+	l = newLimitListener(l, func() Endpoint { return s.endpoint(ep.Address) },
+		func() string { return s.opts.Load().Hostname }, s.log.With("listener", ep.Address))
+	l = s.setupTLS(srv, l, ep)
 
 	stop := context.AfterFunc(ctx, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -315,3 +315,20 @@ func TestLongLines(t *testing.T) {
 		}
 	}
 }
+
+// A default listener on an address the host lacks is told apart from a busy
+// port, so the daemon can skip it.
+func TestUnavailable(t *testing.T) {
+	_, err := Listen(Endpoint{Address: "192.0.2.1:0"}) // TEST-NET-1: on no interface here
+	if err == nil || !Unavailable(err) {
+		t.Errorf("Listen on a foreign address: %v, want unavailable", err)
+	}
+	l, err := Listen(Endpoint{Address: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := Listen(Endpoint{Address: l.Addr().String()}); err == nil || Unavailable(err) {
+		t.Errorf("Listen on a busy port: %v, want an error that is not 'unavailable'", err)
+	}
+}

@@ -16,6 +16,14 @@ type peer struct {
 }
 
 func peerOf(c net.Conn) peer {
+	// Under TLS and limitConn is the socket.
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
+	}
 	if uc, ok := c.(*net.UnixConn); ok {
 		p := peer{addr: c.LocalAddr().String(), unix: true}
 		if raw, err := uc.SyscallConn(); err == nil {

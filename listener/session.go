@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,12 @@ type session struct {
 	peer   peer
 
 	env *spool.Envelope // the transaction in progress; nil before MAIL
+
+	user         string // authenticated user; "" before AUTH
+	authFailures int
+
+	errReplies int  // error replies so far, see replied
+	hungUp     bool // closed at max_errors
 }
 
 var (
@@ -63,10 +70,11 @@ func badAddress(addr string, err error) *smtp.SMTPError {
 		Message: fmt.Sprintf("Bad address syntax <%s>: %v", addr, err)}
 }
 
-func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	if !s.peer.allowed(s.ep.Networks) {
-		s.server.log.Warn("relay denied", "client", s.peer.addr, "helo", s.conn.Hostname(), "from", from)
-		return errRelayDenied
+func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
+	defer func() { err = s.replied(err) }()
+	if err := s.mayRelay(); err != nil {
+		s.server.log.Warn("relay denied", "client", s.peer.addr, "helo", s.conn.Hostname(), "from", from, "code", err.Code)
+		return err
 	}
 	// go-smtp has already refused paths without a domain (501 5.5.2), as
 	// RFC 5321 asks; what it lets through is checked more closely here.
@@ -86,14 +94,15 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) origin() spool.Origin {
-	o := spool.Origin{Kind: "smtp", Client: s.peer.addr, UID: s.peer.uid, Helo: s.conn.Hostname()}
+	o := spool.Origin{Kind: "smtp", Client: s.peer.addr, UID: s.peer.uid, Helo: s.conn.Hostname(), User: s.user}
 	if s.ep.Sendmail {
 		o.Kind = "sendmail"
 	}
 	return o
 }
 
-func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
+	defer func() { err = s.replied(err) }()
 	if s.env == nil {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL first"}
 	}
@@ -122,25 +131,33 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-func (s *session) Data(r io.Reader) error {
+// Data receives a message from DATA or BDAT (go-smtp uses this method for
+// both); see lineends.go for what a message may contain.
+func (s *session) Data(r io.Reader) (err error) {
+	defer func() { err = s.replied(err) }()
+	if s.hungUp { // the connection is closed: spool nothing
+		return errTooManyErrors(s.opts.Hostname)
+	}
+	env := s.env
 	w, err := s.server.spool.Create(spool.Queue)
 	if err != nil {
 		return s.spoolFailed(err)
 	}
-	if err := s.receive(w, r); err != nil {
+	if err := s.receive(w, &messageReader{r: r, strict: !s.peer.local(s.ep.LocalNetworks)}); err != nil {
 		w.Abort()
-		var smtpErr *smtp.SMTPError
-		if errors.As(err, &smtpErr) {
-			return smtpErr // too large, or the client went away
+		if reply := messageRefused(err); reply != nil {
+			if reply != errAborted {
+				s.server.log.Info("message refused", "client", s.peer.addr, "reply", reply.Message)
+			}
+			return reply
 		}
 		return s.spoolFailed(err)
 	}
-	env := s.env
 	if err := w.Commit(env); err != nil {
 		return s.spoolFailed(err)
 	}
 	s.server.log.Info("queued", "id", env.ID, "from", env.From, "size", env.Size,
-		"nrcpt", len(env.Recipients), "client", s.peer.addr, "uid", uidAttr(s.peer.uid), "origin", env.Origin.Kind)
+		"nrcpt", len(env.Recipients), "client", s.peer.addr, "uid", uidAttr(s.peer.uid), userAttr(env.Origin.User), "origin", env.Origin.Kind)
 	if s.server.onQueued != nil {
 		s.server.onQueued(env)
 	}
@@ -169,7 +186,17 @@ func (s *session) received(id string) string {
 		return LocalReceived(s.opts.Hostname, *s.peer.uid, id, time.Now())
 	} else {
 		helo := s.conn.Hostname()
-		fmt.Fprintf(&b, "Received: from %s (%s)\r\n\tby %s (Outbox) with ESMTP id %s", sanitize(helo), s.peer.addr, s.opts.Hostname, id)
+		fmt.Fprintf(&b, "Received: from %s (%s)", sanitize(helo), s.peer.addr)
+		proto := "ESMTP"
+		if st, ok := s.tlsState(); ok {
+			fmt.Fprintf(&b, "\r\n\t(using %s with cipher %s)", tlsVersion(st.Version), tls.CipherSuiteName(st.CipherSuite))
+			proto += "S"
+		}
+		if s.user != "" {
+			fmt.Fprintf(&b, "\r\n\t(Authenticated sender: %s)", sanitize(s.user))
+			proto += "A"
+		}
+		fmt.Fprintf(&b, "\r\n\tby %s (Outbox) with %s id %s", s.opts.Hostname, proto, id)
 	}
 	if len(s.env.Recipients) == 1 {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", s.env.Recipients[0].Addr)

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/outboxmta/outbox/spool"
@@ -28,13 +29,16 @@ type Options struct {
 	Workers int           // concurrent delivery attempts; default 4
 	Rescan  time.Duration // how often queue/ and incoming/ are read again; default 1m
 	Relay   string        // upstream name for logs
+	// Heartbeat, if set, is the longest the loop sleeps, so that Alive
+	// can tell a quiet runner from a stuck one (the daemon sets it for the
+	// systemd watchdog). Zero: the loop sleeps until there is work.
+	Heartbeat time.Duration
 }
 
 // Runner is the background queue runner.
 type Runner struct {
 	spool   *spool.Spool
-	up      Deliverer
-	policy  Policy
+	cur     atomic.Pointer[settings] // swapped by Reconfigure
 	opts    Options
 	log     *slog.Logger
 	now     func() time.Time
@@ -42,6 +46,11 @@ type Runner struct {
 	mu      sync.Mutex
 	sched   *schedule
 	running sync.WaitGroup
+
+	// Liveness for Alive: the monotonic time since born of the loop's
+	// last iteration or the last record a scan went through.
+	born time.Time
+	beat atomic.Int64
 }
 
 // New returns a runner for the spool s delivering through up.
@@ -53,11 +62,13 @@ func New(s *spool.Spool, up Deliverer, p Policy, opts Options, log *slog.Logger)
 		opts.Rescan = time.Minute
 	}
 	r := &Runner{
-		spool: s, up: up, policy: p, opts: opts, log: log,
+		spool: s, opts: opts, log: log,
 		now:   time.Now,
 		wake:  make(chan struct{}, 1),
 		sched: newSchedule(),
+		born:  time.Now(),
 	}
+	r.Reconfigure(up, p, opts.Relay)
 	return r
 }
 
@@ -76,6 +87,26 @@ func (r *Runner) poke() {
 	}
 }
 
+// Alive reports whether the runner has shown signs of life within the last
+// d: an iteration of its loop, or progress through a scan of the spool. A
+// runner whose loop is blocked (a hung disk, a deadlock) stops being alive;
+// one that is merely idle stays alive as long as Options.Heartbeat is set
+// and shorter than d. A runner not yet started counts from New.
+func (r *Runner) Alive(d time.Duration) bool {
+	return time.Since(r.born)-time.Duration(r.beat.Load()) <= d
+}
+
+// alive records a sign of life for Alive.
+func (r *Runner) alive() { r.beat.Store(int64(time.Since(r.born))) }
+
+// Queued returns how many messages the runner knows in the queue, and how
+// many of them are being delivered right now.
+func (r *Runner) Queued() (messages, delivering int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sched.len(), len(r.sched.inflight)
+}
+
 // Run delivers until ctx is done, then waits for attempts in flight to
 // finish (they are cut short by ctx, and their outcome is recorded).
 func (r *Runner) Run(ctx context.Context) error {
@@ -90,7 +121,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		r.alive()
 		wait := r.dispatch(ctx)
+		if hb := r.opts.Heartbeat; hb > 0 && wait > hb {
+			wait = hb
+		}
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
@@ -148,6 +183,7 @@ func (r *Runner) rescan() error {
 		return err
 	}
 	return r.spool.Scan(spool.Queue, func(env *spool.Envelope) error {
+		r.alive()
 		r.mu.Lock()
 		if !r.sched.known(env.ID) {
 			r.sched.add(env.ID, env.NextAttempt)
@@ -160,6 +196,7 @@ func (r *Runner) rescan() error {
 // acceptIncoming moves whole, valid drops from incoming/ into the queue.
 func (r *Runner) acceptIncoming() error {
 	return r.spool.Scan(spool.Incoming, func(env *spool.Envelope) error {
+		r.alive()
 		if err := r.spool.Accept(env.ID); err != nil {
 			r.log.Error("cannot accept dropped message", "id", env.ID, "err", err)
 			return nil
@@ -180,43 +217,45 @@ func uidAttr(uid *int) any {
 // attempt delivers id once and returns when it is due again (the zero time
 // when it left the queue or is not ours to plan) and a few words on the
 // outcome. Unless force, a message whose record says it is not due yet (a
-// foreground flush deferred it meanwhile) is left alone.
+// foreground flush deferred it meanwhile) is left alone. The whole attempt
+// uses the upstream client and policy in force when it began.
 func (r *Runner) attempt(ctx context.Context, id string, force bool) (time.Time, string) {
+	cur := r.cur.Load()
 	l, err := r.spool.Lock(id)
 	switch {
 	case errors.Is(err, spool.ErrLocked):
-		return r.now().Add(r.policy.RetryMin), "busy: another runner is delivering it"
+		return r.now().Add(cur.policy.RetryMin), "busy: another runner is delivering it"
 	case errors.Is(err, fs.ErrNotExist):
 		return time.Time{}, "not in the queue"
 	case errors.Is(err, spool.ErrCorrupt):
 		return time.Time{}, "corrupt: moved to corrupt/"
 	case err != nil:
 		r.log.Error("cannot open queued message", "id", id, "err", err)
-		return r.now().Add(r.policy.RetryMin), err.Error()
+		return r.now().Add(cur.policy.RetryMin), err.Error()
 	}
 	defer l.Close()
 	env := l.Envelope()
 	if !force && env.NextAttempt.After(r.now().Add(time.Second)) {
 		return env.NextAttempt, "not due"
 	}
-	if r.now().Sub(env.Since()) > r.policy.Lifetime {
+	if r.now().Sub(env.Since()) > cur.policy.Lifetime {
 		r.expire(l)
 		return time.Time{}, "expired: moved to failed/"
 	}
-	r.deliver(ctx, l)
-	return r.finish(l)
+	r.deliver(ctx, cur, l)
+	return r.finish(cur, l)
 }
 
 // deliver makes one attempt for the pending recipients and records the
 // outcome in the envelope (not yet on disk).
-func (r *Runner) deliver(ctx context.Context, l *spool.Locked) {
+func (r *Runner) deliver(ctx context.Context, cur *settings, l *spool.Locked) {
 	env := l.Envelope()
 	msg := &upstream.Message{
 		ID: env.ID, From: env.From, Recipients: env.Pending(),
 		Body: l.Body(), Size: env.Size, UTF8: env.UTF8, EightBit: env.EightBit,
 	}
 	start := r.now()
-	results, err := r.up.Deliver(ctx, msg)
+	results, err := cur.up.Deliver(ctx, msg)
 	now := r.now()
 	env.Attempts++
 	if err != nil {
@@ -231,11 +270,11 @@ func (r *Runner) deliver(ctx context.Context, l *spool.Locked) {
 			rc.Reply, rc.Updated = env.LastError, now
 			if !temporary {
 				rc.Status = spool.Failed
-				r.log.Warn("failed", "id", env.ID, "to", rc.Addr, "relay", r.opts.Relay, "reply", rc.Reply)
+				r.log.Warn("failed", "id", env.ID, "to", rc.Addr, "relay", cur.relay, "reply", rc.Reply)
 			}
 		}
 		if temporary {
-			r.log.Warn("deferred", "id", env.ID, "relay", r.opts.Relay, "nrcpt", len(msg.Recipients),
+			r.log.Warn("deferred", "id", env.ID, "relay", cur.relay, "nrcpt", len(msg.Recipients),
 				"attempts", env.Attempts, "reason", env.LastError)
 		}
 		return
@@ -252,7 +291,7 @@ func (r *Runner) deliver(ctx context.Context, l *spool.Locked) {
 			continue
 		}
 		rc.Reply, rc.Updated = reply(res), now
-		attrs := []any{"id", env.ID, "to", rc.Addr, "relay", r.opts.Relay, "reply", rc.Reply}
+		attrs := []any{"id", env.ID, "to", rc.Addr, "relay", cur.relay, "reply", rc.Reply}
 		switch res.Status {
 		case upstream.Delivered:
 			rc.Status = spool.Delivered
@@ -281,7 +320,7 @@ func reply(res upstream.Result) string {
 
 // finish persists the attempt's outcome and returns when the message is due
 // again, and the outcome in a few words.
-func (r *Runner) finish(l *spool.Locked) (time.Time, string) {
+func (r *Runner) finish(cur *settings, l *spool.Locked) (time.Time, string) {
 	env := l.Envelope()
 	if env.Done() {
 		if failed := countFailed(env); failed > 0 {
@@ -289,19 +328,19 @@ func (r *Runner) finish(l *spool.Locked) (time.Time, string) {
 			// then the message is kept in failed/ for the administrator.
 			if err := l.MoveTo(spool.FailedQ); err != nil {
 				r.log.Error("cannot move message to failed/", "id", env.ID, "err", err)
-				return r.now().Add(r.policy.RetryMin), err.Error()
+				return r.now().Add(cur.policy.RetryMin), err.Error()
 			}
 			r.log.Warn("moved to failed", "id", env.ID, "failed", failed)
 			return time.Time{}, fmt.Sprintf("failed for %d recipient(s): moved to failed/", failed)
 		}
 		if err := l.Remove(); err != nil {
 			r.log.Error("cannot remove delivered message", "id", env.ID, "err", err)
-			return r.now().Add(r.policy.RetryMin), err.Error()
+			return r.now().Add(cur.policy.RetryMin), err.Error()
 		}
 		r.log.Info("removed", "id", env.ID)
 		return time.Time{}, "delivered"
 	}
-	env.NextAttempt = r.now().Add(r.policy.Backoff(env.Attempts))
+	env.NextAttempt = r.now().Add(cur.policy.Backoff(env.Attempts))
 	if err := l.Update(); err != nil {
 		// The old record still stands: the attempt is repeated later, and
 		// recipients already delivered may get a duplicate (at least once).

@@ -158,9 +158,23 @@ func loadConfig(flagPath string, e env) (*config.Config, error) {
 
 // newLogger logs text lines to w at the configured level.
 func newLogger(w io.Writer, level string) *slog.Logger {
+	log, _ := newLevelLogger(w, level)
+	return log
+}
+
+// newLevelLogger is newLogger with its level in a LevelVar, which the
+// daemon sets again when it reloads its configuration.
+func newLevelLogger(w io.Writer, level string) (*slog.Logger, *slog.LevelVar) {
+	lv := new(slog.LevelVar)
+	lv.Set(parseLevel(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), lv
+}
+
+// parseLevel reads a [log] level; anything else is info.
+func parseLevel(level string) slog.Level {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	return l
 }

@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/outboxmta/outbox/config"
 	"github.com/outboxmta/outbox/internal/address"
@@ -21,6 +18,14 @@ import (
 )
 
 func serveMain(ctx context.Context, args []string, e env) error {
+	// Take the signals before anything else: SIGHUP's default action would
+	// end the daemon.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	fs, path := flags("serve", e)
 	if pos, err := parse(fs, args); err != nil {
 		return err
@@ -31,95 +36,129 @@ func serveMain(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	// SIGHUP would end the daemon by default; until reloading exists, say
-	// so instead of dying.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for range hup {
-			fmt.Fprintln(e.stderr, "outbox serve: SIGHUP: configuration reload is not supported yet; restart the service to apply changes")
-		}
-	}()
-	return serve(ctx, cfg, e)
+	return serve(ctx, cfg, e, hup)
+}
+
+// newUpstream returns the client for the upstream in use: the first.
+func newUpstream(cfg *config.Config, log *slog.Logger) *upstream.Client {
+	return upstream.New(cfg.Upstreams[0], cfg.Hostname, log)
+}
+
+// runnerPolicy returns the [spool] retry settings.
+func runnerPolicy(cfg *config.Config) runner.Policy {
+	return runner.Policy{
+		RetryMin: cfg.Spool.RetryMin.Duration,
+		RetryMax: cfg.Spool.RetryMax.Duration,
+		Lifetime: cfg.Spool.Lifetime.Duration,
+	}
 }
 
 // newRunner returns the queue runner for cfg: the daemon's, or a
 // foreground flush's.
 func newRunner(cfg *config.Config, sp *spool.Spool, log *slog.Logger) *runner.Runner {
-	up := cfg.Upstreams[0]
-	return runner.New(sp, upstream.New(up, cfg.Hostname, log), runner.Policy{
-		RetryMin: cfg.Spool.RetryMin.Duration,
-		RetryMax: cfg.Spool.RetryMax.Duration,
-		Lifetime: cfg.Spool.Lifetime.Duration,
-	}, runner.Options{Relay: up.Address()}, log)
+	return runner.New(sp, newUpstream(cfg, log), runnerPolicy(cfg),
+		runner.Options{Relay: cfg.Upstreams[0].Address()}, log)
 }
 
 func aliases(cfg *config.Config) address.Aliases {
 	return address.NewAliases(cfg.Aliases, cfg.Domain, cfg.Hostname)
 }
 
-// serve runs the daemon until ctx is done.
-func serve(ctx context.Context, cfg *config.Config, e env) error {
-	log := newLogger(e.stderr, cfg.Log.Level)
+// serve runs the daemon until ctx is done, reloading the configuration
+// whenever hup receives.
+//
+// Shutdown (ctx done: SIGTERM or SIGINT) tells systemd STOPPING=1, closes
+// the sockets, lets SMTP sessions in progress finish for up to 10 seconds
+// while ending idle ones with 421 (drain.go), and waits for the delivery
+// attempts in flight, which are cut short and their outcome recorded. It
+// returns nil, exit status 0, unless a part of the daemon failed.
+func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal) error {
+	log, level := newLevelLogger(e.stderr, cfg.Log.Level)
 	sp, err := spool.Open(cfg.Spool.Dir, log)
 	if err != nil {
 		return err
 	}
 	sp.SetMinFree(int64(cfg.Spool.MinFree))
-	if len(cfg.Upstreams) > 1 {
-		log.Warn("only the first [[upstream]] is used for now; failover comes later", "using", cfg.Upstreams[0].Address())
-	}
+	warnUpstreams(cfg, log)
 	up := cfg.Upstreams[0]
-	r := newRunner(cfg, sp, log)
+
+	// With the systemd watchdog on, the runner's loop wakes often enough
+	// for Alive to tell idle from stuck.
+	wd := watchdogInterval(log)
+	r := runner.New(sp, newUpstream(cfg, log), runnerPolicy(cfg),
+		runner.Options{Relay: up.Address(), Heartbeat: wd / 4}, log)
 
 	srv := listener.New(sp, listenerOptions(cfg),
 		func(env *spool.Envelope) { r.Enqueue(env.ID, env.NextAttempt) }, log)
+	// Every endpoint's policy is in place before any Serve begins: each
+	// Serve adds its own to the server's table, and those updates must not
+	// race to replace one another. This also finds unreadable certificate
+	// and users files before any socket is open.
+	eps := endpoints(cfg)
+	if err := srv.Reconfigure(listenerOptions(cfg), eps); err != nil {
+		return err
+	}
 
-	// Open every socket before serving any, so a busy port fails the start
-	// instead of leaving a half-working daemon.
-	endpoints := endpoints(cfg)
-	var sockets []net.Listener
+	// Take the sockets systemd passed and open the others, all before
+	// serving any, so a busy port fails the start instead of leaving a
+	// half-working daemon.
+	sockets, err := openSockets(eps, log)
+	if err != nil {
+		return err
+	}
 	defer func() {
-		for _, l := range sockets {
-			l.Close()
+		for _, s := range sockets {
+			s.l.Close()
 		}
 	}()
-	for _, ep := range endpoints {
-		l, err := listener.Listen(ep)
-		if err != nil {
-			return err
-		}
-		sockets = append(sockets, l)
-	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	done := make(chan error, len(endpoints)+1)
-	for i, ep := range endpoints {
-		go func() { done <- srv.Serve(ctx, sockets[i], ep) }()
+	notify := newNotifier(log)
+	// STOPPING=1 once, as shutdown begins: on a signal, or when a part of
+	// the daemon failed. The deferred call makes sure it is out before the
+	// process exits.
+	context.AfterFunc(ctx, notify.stop)
+	defer notify.stop()
+
+	// Sessions are tracked so that shutdown waits for them and ends the
+	// idle ones with 421 (drain.go).
+	sessions := newDrain()
+	context.AfterFunc(ctx, sessions.stop)
+	done := make(chan error, len(sockets)+1)
+	for _, s := range sockets {
+		go func() { done <- srv.Serve(ctx, sessions.listener(s.l), s.ep) }()
 	}
 	go func() { done <- r.Run(ctx) }()
-	daemon.SdNotify(false, daemon.SdNotifyReady)
+	notify.ready(queueStatus(r))
+	go notify.reportStatus(ctx, r)
+	if wd > 0 {
+		go watchdog(ctx, wd, r.Alive, func() { notify.send("WATCHDOG=1") }, log)
+	}
+	rl := &reloader{path: cfg.Path, started: cfg, log: log, level: level,
+		spool: sp, srv: srv, runner: r, notify: notify}
+	go rl.run(ctx, hup)
 	log.Info("outbox started", "version", version, "spool", cfg.Spool.Dir, "upstream", up.Address())
 
 	var first error
-	for range len(endpoints) + 1 {
+	for range len(sockets) + 1 {
 		err := <-done
 		if err != nil && first == nil {
 			first = err
 			log.Error("stopping", "err", err)
 			cancel(err)
 		}
-		if ctx.Err() != nil {
-			daemon.SdNotify(false, daemon.SdNotifyStopping)
-		}
 	}
+	sessions.wait()
 	log.Info("outbox stopped")
 	if first != nil && !errors.Is(first, context.Canceled) {
 		return first
 	}
 	return nil
+}
+
+func warnUpstreams(cfg *config.Config, log *slog.Logger) {
+	if len(cfg.Upstreams) > 1 {
+		log.Warn("only the first [[upstream]] is used for now; failover comes later", "using", cfg.Upstreams[0].Address())
+	}
 }

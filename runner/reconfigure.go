@@ -1,0 +1,21 @@
+package runner
+
+// settings are what Reconfigure may replace while the runner runs. They are
+// swapped whole; an attempt loads them once when it begins and uses that
+// copy to the end, so an attempt never mixes two configurations.
+type settings struct {
+	up     Deliverer
+	policy Policy
+	relay  string // upstream name for logs
+}
+
+// Reconfigure replaces the upstream client, the retry policy and the
+// upstream name used in logs (Options.Relay). It is safe to call while
+// the runner runs: attempts in flight finish with the client and policy
+// they began with; attempts that start afterwards use the new ones.
+// Messages keep the due time already planned for them: a new retry policy
+// decides the delay after their next failed attempt, and a new lifetime
+// applies when their next attempt starts.
+func (r *Runner) Reconfigure(up Deliverer, p Policy, relay string) {
+	r.cur.Store(&settings{up: up, policy: p, relay: relay})
+}
