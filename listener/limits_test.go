@@ -269,13 +269,9 @@ func TestMaxErrors(t *testing.T) {
 				local = &net.TCPAddr{IP: net.ParseIP(tt.from)}
 			}
 			out := dialog(t, "tcp", f.addr, local, tt.send)
-			rest := out
-			for _, w := range tt.want {
-				i := strings.Index(rest, w)
-				if i < 0 {
-					t.Fatalf("reply lacks %q in order:\n%s", w, out)
-				}
-				rest = rest[i+len(w):]
+			rest := expectInOrder(t, out, tt.want)
+			if t.Failed() {
+				return
 			}
 			if n := len(f.records(t)); tt.queued != (n == 1) {
 				t.Errorf("%d messages spooled:\n%s", n, out)

@@ -22,6 +22,7 @@ import (
 type fixture struct {
 	spool  *spool.Spool
 	addr   string
+	logs   *logBuffer // what the server logged
 	mu     sync.Mutex
 	queued []*spool.Envelope
 }
@@ -41,10 +42,10 @@ func serveWith(t *testing.T, ep Endpoint, opts Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{spool: sp}
+	f := &fixture{spool: sp, logs: &logBuffer{}}
 	srv := New(sp, opts,
 		func(env *spool.Envelope) { f.mu.Lock(); f.queued = append(f.queued, env); f.mu.Unlock() },
-		slog.New(slog.DiscardHandler))
+		slog.New(slog.NewTextHandler(f.logs, nil)))
 	if ep.Address == "" {
 		ep.Address = "127.0.0.1:0"
 	}
@@ -191,15 +192,7 @@ func TestRefusals(t *testing.T) {
 				local = &net.TCPAddr{IP: net.ParseIP(tt.from)}
 			}
 			out := dialog(t, "tcp", f.addr, local, tt.send)
-			rest := out
-			for _, w := range tt.want {
-				i := strings.Index(rest, w)
-				if i < 0 {
-					t.Errorf("reply lacks %q in order:\n%s", w, out)
-					break
-				}
-				rest = rest[i+len(w):]
-			}
+			expectInOrder(t, out, tt.want)
 			if n := len(f.records(t)); n != 0 {
 				t.Errorf("%d messages spooled, want none", n)
 			}
@@ -331,4 +324,20 @@ func TestUnavailable(t *testing.T) {
 	if _, err := Listen(Endpoint{Address: l.Addr().String()}); err == nil || Unavailable(err) {
 		t.Errorf("Listen on a busy port: %v, want an error that is not 'unavailable'", err)
 	}
+}
+
+// expectInOrder checks that the replies in out contain want, in order, and
+// returns what follows the last one.
+func expectInOrder(t *testing.T, out string, want []string) (rest string) {
+	t.Helper()
+	rest = out
+	for _, w := range want {
+		i := strings.Index(rest, w)
+		if i < 0 {
+			t.Errorf("reply lacks %q in order:\n%s", w, out)
+			return ""
+		}
+		rest = rest[i+len(w):]
+	}
+	return rest
 }

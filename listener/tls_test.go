@@ -116,32 +116,8 @@ func (l *logBuffer) String() string {
 // serveLogged is serve with the server's log kept.
 func serveLogged(t *testing.T, ep Endpoint) (*fixture, *logBuffer) {
 	t.Helper()
-	sp, err := spool.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, logs := &fixture{spool: sp}, &logBuffer{}
-	srv := New(sp, Options{Hostname: "relay.test", MaxMessageSize: 1024, MaxRecipients: 3},
-		func(env *spool.Envelope) { f.mu.Lock(); f.queued = append(f.queued, env); f.mu.Unlock() },
-		slog.New(slog.NewTextHandler(logs, nil)))
-	if ep.Address == "" {
-		ep.Address = "127.0.0.1:0"
-	}
-	l, err := Listen(ep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.addr = l.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- srv.Serve(ctx, l, ep) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	return f, logs
+	f := serve(t, ep)
+	return f, f.logs
 }
 
 // dial connects to addr from the local address from ("" for any) and says

@@ -192,8 +192,18 @@ func (w *world) sendmail(t *testing.T, stdin string, args ...string) (string, er
 }
 
 // smtpSend submits one message through the listener and returns the reply
-// to the end of DATA.
+// to the end of DATA, failing the test if it is not 2xx.
 func (w *world) smtpSend(t *testing.T, from string, to []string, msg string) string {
+	t.Helper()
+	reply, err := w.smtpTry(t, from, to, msg)
+	if err != nil {
+		t.Fatalf("end of DATA: %v", err)
+	}
+	return reply
+}
+
+// smtpTry is smtpSend returning a refusal at the end of DATA as an error.
+func (w *world) smtpTry(t *testing.T, from string, to []string, msg string) (string, error) {
 	t.Helper()
 	c, err := smtp.Dial(w.listen)
 	if err != nil {
@@ -220,10 +230,10 @@ func (w *world) smtpSend(t *testing.T, from string, to []string, msg string) str
 	}
 	resp, err := d.CloseWithResponse()
 	if err != nil {
-		t.Fatalf("end of DATA: %v", err)
+		return "", err
 	}
 	c.Quit()
-	return resp.StatusText
+	return resp.StatusText, nil
 }
 
 // delivered returns the messages the sink stored.
