@@ -186,9 +186,11 @@ func Listen(ep Endpoint) (net.Listener, error) {
 	return l, nil
 }
 
-// Serve serves SMTP on l for endpoint ep until ctx is done, then gives
-// sessions in progress up to 10 seconds to finish. It fails at once if the
-// endpoint's certificate or users file cannot be read.
+// Serve serves SMTP on l for endpoint ep until ctx is done. Then it stops
+// accepting, lets sessions in progress finish their transaction, ends idle
+// ones with 421, and returns when all are closed or after 10 seconds (see
+// drain.go). It fails at once if the endpoint's certificate or users file
+// cannot be read.
 func (s *Server) Serve(ctx context.Context, l net.Listener, ep Endpoint) error {
 	if err := s.Reconfigure(*s.opts.Load(), []Endpoint{ep}); err != nil {
 		l.Close()
@@ -214,21 +216,25 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, ep Endpoint) error {
 	srv.EnableSMTPUTF8 = true
 	srv.EnableDSN = true
 	srv.ErrorLog = errorLog{s.log.With("listener", ep.Address)}
+	sessions := newDrain()
+	l = sessions.listener(l) // innermost: it must see the socket's own I/O
 	l = newLimitListener(l, func() Endpoint { return s.endpoint(ep.Address) },
 		func() string { return s.opts.Load().Hostname }, s.log.With("listener", ep.Address))
 	l = s.setupTLS(srv, l, ep)
 
 	stop := context.AfterFunc(ctx, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		sessions.stop()
+		// Shutdown closes the socket, which ends srv.Serve below; the
+		// sessions are drain's to end.
+		sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			srv.Close()
-		}
+		srv.Shutdown(sctx)
 	})
 	defer stop()
 	s.log.Info("listening", "address", ep.Address)
 	err := srv.Serve(l)
 	if errors.Is(err, smtp.ErrServerClosed) || ctx.Err() != nil {
+		sessions.wait()
 		return nil
 	}
 	return fmt.Errorf("listener %s: %w", ep.Address, err)

@@ -69,7 +69,7 @@ func aliases(cfg *config.Config) address.Aliases {
 //
 // Shutdown (ctx done: SIGTERM or SIGINT) tells systemd STOPPING=1, closes
 // the sockets, lets SMTP sessions in progress finish for up to 10 seconds
-// while ending idle ones with 421 (drain.go), and waits for the delivery
+// while ending idle ones with 421 (listener/drain.go), and waits for the delivery
 // attempts in flight, which are cut short and their outcome recorded. It
 // returns nil, exit status 0, unless a part of the daemon failed.
 func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal) error {
@@ -121,13 +121,9 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 	context.AfterFunc(ctx, notify.stop)
 	defer notify.stop()
 
-	// Sessions are tracked so that shutdown waits for them and ends the
-	// idle ones with 421 (drain.go).
-	sessions := newDrain()
-	context.AfterFunc(ctx, sessions.stop)
 	done := make(chan error, len(sockets)+1)
 	for _, s := range sockets {
-		go func() { done <- srv.Serve(ctx, sessions.listener(s.l), s.ep) }()
+		go func() { done <- srv.Serve(ctx, s.l, s.ep) }()
 	}
 	go func() { done <- r.Run(ctx) }()
 	notify.ready(queueStatus(r))
@@ -149,7 +145,6 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 			cancel(err)
 		}
 	}
-	sessions.wait()
 	log.Info("outbox stopped")
 	if first != nil && !errors.Is(first, context.Canceled) {
 		return first

@@ -1,19 +1,18 @@
-package main
+package listener
 
 // Ending SMTP sessions at shutdown.
 //
-// What go-smtp does by itself: Server.Shutdown (listener.Server.Serve calls
-// it when its context ends) closes the listening socket and waits for the
+// What go-smtp does by itself: Server.Shutdown (Serve calls it when its
+// context ends) closes the listening socket and waits for the
 // sessions to end on their own; it says nothing to them, and an idle
 // client can keep its session, and even start new transactions, as long as
-// it likes. When Shutdown's deadline passes (10 seconds, in Serve), Serve
-// calls Server.Close, which does nothing after a Shutdown (v0.25.1: both
-// start by closing the same channel, and Close returns ErrServerClosed if
-// it is closed already). And Serve returns as soon as the listening socket
-// is closed, without waiting for the sessions, so a daemon that exited
-// then would cut every session at once.
+// it likes. Server.Close does nothing after a
+// Shutdown (v0.25.1: both start by closing the same channel). And
+// Server.Serve returns as soon as the listening socket is closed, without
+// waiting for the sessions, so a daemon that exited then would cut every
+// session at once.
 //
-// drain adds what is missing: the daemon waits for the sessions to end,
+// drain adds what is missing: Serve waits for the sessions to end,
 // up to drainTimeout after shutdown began, then closes those left without
 // a reply (a client in the middle of DATA loses that transaction: it was
 // never answered 250, so nothing is lost, and it sends again later). And a
@@ -35,12 +34,11 @@ const (
 	// reply, for its session to count as idle at shutdown. SMTP clients
 	// in a transaction answer within milliseconds.
 	idleAfter = time.Second
-	// drainTimeout bounds the wait for sessions after shutdown began, as
-	// listener.Server.Serve says: 10 seconds.
+	// drainTimeout bounds the wait for sessions after shutdown began.
 	drainTimeout = 10 * time.Second
 )
 
-// drain tracks the SMTP connections of the daemon's sockets.
+// drain tracks the SMTP connections of one endpoint.
 type drain struct {
 	mu       sync.Mutex
 	conns    map[*drainConn]struct{}
