@@ -30,6 +30,9 @@ type Config struct {
 
 	Spool    Spool    `toml:"spool"`
 	Sendmail Sendmail `toml:"sendmail"`
+	// Masquerade rewrites the sender of mail submitted with the sendmail
+	// command (not of mail received by the listeners).
+	Masquerade Masquerade `toml:"masquerade"`
 	// Listeners default to one on 127.0.0.1:25 when no [[listener]] is
 	// given; an explicit `listener = []` means sendmail submission only.
 	Listeners []Listener        `toml:"listener"`
@@ -56,6 +59,19 @@ type Spool struct {
 // Sendmail is the [sendmail] table.
 type Sendmail struct {
 	Socket string `toml:"socket"` // default /run/outbox/submit.sock
+}
+
+// Masquerade is the [masquerade] table.
+type Masquerade struct {
+	// Sender, when set, becomes the envelope sender of every message
+	// submitted with the sendmail command (also -bs), whatever -f or MAIL
+	// FROM said; the null sender (bounces, auto-replies) is kept. It must
+	// be a full address: "noreply@example.com". Default "": off.
+	Sender string `toml:"sender"`
+	// RewriteFrom also rewrites the From: header to Sender, keeping its
+	// display name, and keeps the original address in a Reply-To: header
+	// when the message has none. Default true.
+	RewriteFrom bool `toml:"rewrite_from"`
 }
 
 // Listener is one [[listener]] table.

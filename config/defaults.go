@@ -72,6 +72,10 @@ func (l *loader) defaults(c *Config) {
 		c.Sendmail.Socket = DefaultSendmailSocket
 	}
 
+	if !l.set["masquerade.rewrite_from"] {
+		c.Masquerade.RewriteFrom = true
+	}
+
 	// An explicit `listener = []` is kept: it means sendmail-only.
 	if !l.set["listener"] {
 		c.Listeners = []Listener{{Address: DefaultListenAddress}, {Address: DefaultListenAddress6, Optional: true}}

@@ -50,8 +50,9 @@ func TestDefaults(t *testing.T) {
 			RetryMax: Duration{time.Hour},
 			Lifetime: Duration{5 * 24 * time.Hour},
 		},
-		Sendmail:  Sendmail{Socket: "/run/outbox/submit.sock"},
-		Listeners: []Listener{defaultListener("127.0.0.1:25", false), defaultListener("[::1]:25", true)},
+		Sendmail:   Sendmail{Socket: "/run/outbox/submit.sock"},
+		Masquerade: Masquerade{RewriteFrom: true},
+		Listeners:  []Listener{defaultListener("127.0.0.1:25", false), defaultListener("[::1]:25", true)},
 		Upstreams: []Upstream{{
 			Host:           "smtp.example.net",
 			Port:           587,

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/outboxmta/outbox/internal/address"
 )
 
 // validate checks the defaulted configuration. It deliberately does not
@@ -33,6 +35,11 @@ func (l *loader) validate(c *Config) {
 		l.errorf("spool.retry_min", "%s is longer than retry_max (%s)", c.Spool.RetryMin, c.Spool.RetryMax)
 	}
 	l.absolute("sendmail.socket", c.Sendmail.Socket)
+	if a := c.Masquerade.Sender; a != "" {
+		if err := address.Valid(a); err != nil {
+			l.errorf("masquerade.sender", "%q is not a full mail address: %v", a, err)
+		}
+	}
 
 	for i := range c.Listeners {
 		l.listener(c, i)

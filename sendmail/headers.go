@@ -25,6 +25,12 @@ type Params struct {
 
 	ExtractRecipients bool     // -t
 	ArgRecipients     []string // recipients from the command line
+
+	// Masquerade, when not "", is a full address that replaces the
+	// envelope sender, unless that is the null sender ([masquerade]
+	// sender). With RewriteFrom the From: header shows it too: see Prepare.
+	Masquerade  string
+	RewriteFrom bool
 }
 
 // Prepared is a message ready to be spooled.
@@ -59,6 +65,13 @@ type Prepared struct {
 // if the header block was not ended by an empty line, one is inserted
 // before the body.
 //
+// With Masquerade set, the envelope sender becomes Masquerade (a null
+// sender stays null: bounces and auto-replies must not get replies), and
+// with RewriteFrom every From: (Resent-From: for a resent message),
+// present or added, shows Masquerade with its display name kept; the
+// address it showed before goes into an added Reply-To: if the message has
+// none and is not being resent.
+//
 // A leading mbox "From " separator line is dropped, as Postfix's sendmail
 // does; it is not a header and would otherwise turn the real header into
 // body text.
@@ -79,6 +92,11 @@ func Prepare(msg []byte, p Params) (*Prepared, error) {
 	from, err := envelopeSender(p)
 	if err != nil {
 		return nil, err
+	}
+	// origFrom is what an added From: shows without masquerading.
+	origFrom := from
+	if p.Masquerade != "" && from != "" {
+		from = p.Masquerade
 	}
 
 	h := parseHeader(msg)
@@ -111,8 +129,26 @@ func Prepare(msg []byte, p Params) (*Prepared, error) {
 	out.Grow(len(msg) + 512)
 	pos := 0
 	has := map[string]bool{}
+	prefix := ""
+	if resent {
+		prefix = "Resent-"
+	}
+	lower := strings.ToLower(prefix)
+	rewrite := p.Masquerade != "" && p.RewriteFrom
+	var replyTo string // for an added Reply-To: when masquerading
 	for _, f := range h.fields {
 		name := strings.ToLower(f.name)
+		if rewrite && name == lower+"from" {
+			mb, orig := masqueradeFrom(f.value(msg), p.Masquerade, p.Domain)
+			if replyTo == "" {
+				replyTo = orig
+			}
+			out.Write(msg[pos:f.start])
+			out.WriteString(f.name + ": " + mb + "\r\n")
+			pos = f.end
+			has[name] = true
+			continue
+		}
 		if p.ExtractRecipients && isRecipientHeader(name, resent) {
 			addrs, err := parseAddressList(f.value(msg))
 			if err != nil {
@@ -146,17 +182,17 @@ func Prepare(msg []byte, p Params) (*Prepared, error) {
 		return nil, exitf(ExUsage, "no recipients specified (give addresses or use -t)")
 	}
 
-	prefix := ""
-	if resent {
-		prefix = "Resent-"
-	}
-	lower := strings.ToLower(prefix)
 	if !has[lower+"from"] {
-		addr := from
+		addr := origFrom
 		if addr == "" {
 			// The null sender has no address to show; Postfix shows the
 			// mailer daemon.
 			addr = address.Qualify("MAILER-DAEMON", p.Domain)
+		} else if rewrite {
+			if !strings.EqualFold(addr, p.Masquerade) {
+				replyTo = formatMailbox(p.FullName, addr)
+			}
+			addr = p.Masquerade
 		}
 		out.WriteString(prefix + "From: " + formatMailbox(p.FullName, addr) + "\r\n")
 	}
@@ -171,6 +207,9 @@ func Prepare(msg []byte, p Params) (*Prepared, error) {
 		// Keeps the message valid (RFC 5322 wants a destination field in
 		// practice) without disclosing blind recipients.
 		out.WriteString("To: undisclosed-recipients:;\r\n")
+	}
+	if replyTo != "" && !resent && !has["reply-to"] {
+		out.WriteString("Reply-To: " + replyTo + "\r\n")
 	}
 	headerLen := out.Len()
 	if !h.blank && h.end < len(msg) {

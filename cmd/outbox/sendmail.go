@@ -22,9 +22,13 @@ import (
 
 // sendmailMain is the sendmail command. It hands the message to the running
 // daemon over its unix socket, where the daemon learns the caller's uid from
-// the socket itself; when the daemon is not running it drops the message
-// into the spool's incoming/ directory, which the daemon takes in when it
-// starts. Exit status 0 means one of the two made the message durable.
+// the socket itself; when the daemon is not running (or hangs up before it
+// has the whole message) it drops the message into the spool's incoming/
+// directory, which the daemon takes in when it starts. Exit status 0 means
+// one of the two made the message durable.
+//
+// Installed set-group-ID (see privilege.go), it reads only the default
+// configuration and keeps its group only for submitting mail.
 func sendmailMain(ctx context.Context, args []string, e env) int {
 	opts, warnings, err := sendmail.ParseArgs(args)
 	for _, w := range warnings {
@@ -33,9 +37,27 @@ func sendmailMain(ctx context.Context, args []string, e env) int {
 	if err != nil {
 		return sendmailExit(e, err)
 	}
-	cfg, err := config.Load(config.Resolve(opts.ConfigFile, e.getenv))
+	privileged := setgid()
+	if privileged && opts.Mode != sendmail.ModeDeliver && opts.Mode != sendmail.ModeSMTP {
+		// mailq, -q, -bi, -bV: nothing to drop, so no use for the group.
+		if err := dropGroup(); err != nil {
+			return sendmailExit(e, &sendmail.ExitError{Code: sendmail.ExSoftware, Msg: "sendmail: " + err.Error()})
+		}
+		privileged = false
+	}
+	path, warning := sendmailConfigPath(opts.ConfigFile, e.getenv, privileged)
+	if warning != "" {
+		fmt.Fprintln(e.stderr, warning)
+	}
+	cfg, err := config.Load(path)
 	if err != nil {
-		return sendmailExit(e, &sendmail.ExitError{Code: sendmail.ExConfig, Msg: "sendmail: " + err.Error()})
+		msg := "sendmail: " + err.Error()
+		if privileged {
+			// The file is not the caller's to read: its text (a password
+			// in a mistyped value) stays out of the message.
+			msg = fmt.Sprintf("sendmail: the configuration %s cannot be used; run outbox check as its administrator", path)
+		}
+		return sendmailExit(e, &sendmail.ExitError{Code: sendmail.ExConfig, Msg: msg})
 	}
 	switch opts.Mode {
 	case sendmail.ModeList:
@@ -48,40 +70,56 @@ func sendmailMain(ctx context.Context, args []string, e env) int {
 	case sendmail.ModeFlush:
 		return exitCode(e, "sendmail -q", queueMain(ctx, []string{"flush", "--config", cfg.Path}, e))
 	case sendmail.ModeSMTP:
-		return sendmailExit(e, &sendmail.ExitError{Code: sendmail.ExUnavailable,
-			Msg: "sendmail: -bs is not supported yet"})
+		return sendmailSMTP(ctx, cfg, opts, e)
 	}
 
 	msg, err := sendmail.ReadMessage(e.stdin, opts.IgnoreDots, int64(cfg.MaxMessageSize))
 	if err != nil {
 		return sendmailExit(e, err)
 	}
-	uid := os.Getuid()
-	prep, err := sendmail.Prepare(msg, sendmail.Params{
+	prep, err := prepare(cfg, msg, sendmail.Params{
 		Sender: opts.Sender, SenderSet: opts.SenderSet, FullName: opts.FullName,
-		LoginName: loginName(uid), Domain: cfg.Domain, Hostname: cfg.Hostname, Now: time.Now(),
 		ExtractRecipients: opts.ExtractRecipients, ArgRecipients: opts.Recipients,
 	})
 	if err != nil {
 		return sendmailExit(e, err)
 	}
+	return sendmailExit(e, submit(ctx, cfg, submission{prep: prep, opts: opts}))
+}
+
+// prepare completes a message read from the caller (Params as far as the
+// caller's input goes) and checks its final size.
+func prepare(cfg *config.Config, msg []byte, p sendmail.Params) (*sendmail.Prepared, error) {
+	p.LoginName = loginName(os.Getuid())
+	p.Domain, p.Hostname, p.Now = cfg.Domain, cfg.Hostname, time.Now()
+	p.Masquerade, p.RewriteFrom = cfg.Masquerade.Sender, cfg.Masquerade.RewriteFrom
+	prep, err := sendmail.Prepare(msg, p)
+	if err != nil {
+		return nil, err
+	}
 	if int64(len(prep.Message)) > int64(cfg.MaxMessageSize) {
-		return sendmailExit(e, &sendmail.ExitError{Code: sendmail.ExDataErr,
-			Msg: fmt.Sprintf("sendmail: message too large (limit %d bytes)", int64(cfg.MaxMessageSize))})
+		return nil, &sendmail.ExitError{Code: sendmail.ExDataErr,
+			Msg: fmt.Sprintf("sendmail: message too large (limit %d bytes)", int64(cfg.MaxMessageSize))}
 	}
-	sub := submission{prep: prep, opts: opts}
-	err = sub.viaDaemon(ctx, cfg)
-	if errors.Is(err, errDaemonDown) {
-		if derr := sub.drop(cfg, uid); errors.Is(derr, spool.ErrNoSpace) {
-			err = spoolFull(cfg.Spool.Dir, derr.Error()+"; the daemon (outbox serve) is not running either")
-		} else if derr != nil {
-			err = &sendmail.ExitError{Code: sendmail.ExTempFail, Msg: fmt.Sprintf(
-				"sendmail: cannot queue the message: %v, and %v; start the daemon (outbox serve) or check the spool's permissions", err, derr)}
-		} else {
-			err = nil
-		}
+	return prep, nil
+}
+
+// submit makes a prepared message durable: through the daemon, else by a
+// drop into incoming/. Errors are *sendmail.ExitError.
+func submit(ctx context.Context, cfg *config.Config, sub submission) error {
+	err := sub.viaDaemon(ctx, cfg)
+	if !errors.Is(err, errDaemonDown) {
+		return err
 	}
-	return sendmailExit(e, err)
+	derr := sub.drop(cfg, os.Getuid())
+	switch {
+	case derr == nil:
+		return nil
+	case errors.Is(derr, spool.ErrNoSpace):
+		return spoolFull(cfg.Spool.Dir, derr.Error()+"; the daemon (outbox serve) is not taking mail either")
+	}
+	return &sendmail.ExitError{Code: sendmail.ExTempFail, Msg: fmt.Sprintf(
+		"sendmail: cannot queue the message: %v, and %v; start the daemon (outbox serve) or check the spool's permissions", err, derr)}
 }
 
 // loginName is the caller's login name, from the password database rather
@@ -105,12 +143,25 @@ func sendmailExit(e env, err error) int {
 	return ee.Code
 }
 
-// errDaemonDown means nothing listens on the submission socket.
-var errDaemonDown = errors.New("daemon not running")
+// errDaemonDown means the daemon cannot have the message: nothing listens
+// on the submission socket, or the daemon hung up (421, a closed
+// connection, no greeting) before the message was complete. The message
+// then goes to the drop.
+var errDaemonDown = errors.New("daemon not available")
 
 type submission struct {
 	prep *sendmail.Prepared
 	opts *sendmail.Options
+	// notify is a DSN NOTIFY value per recipient (lower case), from -bs's
+	// RCPT TO NOTIFY=; recipients not in it get opts.DSNNotify.
+	notify map[string]string
+}
+
+func (s submission) dsnNotify(rcpt string) string {
+	if n, ok := s.notify[strings.ToLower(rcpt)]; ok {
+		return n
+	}
+	return s.opts.DSNNotify
 }
 
 // viaDaemon submits over the daemon's socket with SMTP. The daemon answers
@@ -129,37 +180,51 @@ func (s submission) viaDaemon(ctx context.Context, cfg *config.Config) error {
 	defer stop()
 
 	if err := c.Hello(cfg.Hostname); err != nil {
-		return smtpExit("greeting", err)
+		return beforeDot("greeting", err)
 	}
 	mo := &smtp.MailOptions{UTF8: s.prep.UTF8, Return: smtp.DSNReturn(s.opts.DSNReturn), EnvelopeID: s.opts.EnvID}
 	if s.prep.EightBit || s.opts.BodyType == "8BITMIME" {
 		mo.Body = smtp.Body8BitMIME
 	}
 	if err := c.Mail(s.prep.From, mo); err != nil {
-		return smtpExit("sender <"+s.prep.From+">", err)
-	}
-	var ro *smtp.RcptOptions
-	if s.opts.DSNNotify != "" {
-		ro = &smtp.RcptOptions{}
-		for _, n := range strings.FieldsFunc(s.opts.DSNNotify, func(r rune) bool { return r == ',' }) {
-			ro.Notify = append(ro.Notify, smtp.DSNNotify(n))
-		}
+		return beforeDot("sender <"+s.prep.From+">", err)
 	}
 	for _, r := range s.prep.Recipients {
+		var ro *smtp.RcptOptions
+		if n := s.dsnNotify(r); n != "" {
+			ro = &smtp.RcptOptions{}
+			for _, n := range strings.FieldsFunc(n, func(r rune) bool { return r == ',' }) {
+				ro.Notify = append(ro.Notify, smtp.DSNNotify(n))
+			}
+		}
 		if err := c.Rcpt(r, ro); err != nil {
-			return smtpExit("recipient <"+r+">", err)
+			return beforeDot("recipient <"+r+">", err)
 		}
 	}
 	w, err := c.Data()
 	if err != nil {
-		return smtpExit("data", err)
+		return beforeDot("data", err)
 	}
 	if _, err := w.Write(s.prep.Message); err != nil {
-		return smtpExit("data", err)
+		return beforeDot("data", err)
 	}
 	if _, err := w.CloseWithResponse(); err != nil {
 		var se *smtp.SMTPError
-		if errors.As(err, &se) && *se == *listener.ErrSpoolFull {
+		switch {
+		case !errors.As(err, &se):
+			// No reply to the end of the message (the connection broke,
+			// or the final write failed; go-smtp does not say which): the
+			// daemon may have queued it. Dropping it as well could
+			// deliver it twice. A duplicate would be better than a loss,
+			// but the caller can choose: exit 75 (temporary failure,
+			// "try again") is the sendmail contract that cron, PHP and
+			// mail clients know, and they report or retry it. So no drop.
+			return &sendmail.ExitError{Code: sendmail.ExTempFail, Msg: fmt.Sprintf(
+				"sendmail: lost the daemon before it confirmed the message, which it may or may not have queued: %v", err)}
+		case se.Code == 421:
+			// A reply, so a definite refusal: nothing was queued.
+			return beforeDot("data", err)
+		case *se == *listener.ErrSpoolFull:
 			return spoolFull(cfg.Spool.Dir, fmt.Sprintf("the daemon answered %d %d.%d.%d %s",
 				se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message))
 		}
@@ -167,6 +232,19 @@ func (s submission) viaDaemon(ctx context.Context, cfg *config.Config) error {
 	}
 	c.Quit()
 	return nil
+}
+
+// beforeDot maps an error met before the end of the message was sent. A
+// 421 (the daemon is shutting down or busy) or a broken connection means
+// the daemon cannot have queued it, so the caller falls back to the drop,
+// as when the daemon is not running at all; any other reply is the
+// daemon's verdict on the message.
+func beforeDot(what string, err error) error {
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code == 421 {
+		return fmt.Errorf("%w: %s: %v", errDaemonDown, what, err)
+	}
+	return smtpExit(what, err)
 }
 
 // smtpExit maps the daemon's refusal to a sysexits status: 4xx and broken
@@ -199,6 +277,8 @@ func spoolFull(dir, detail string) error {
 
 // drop writes the message into incoming/ for the daemon to take in later.
 // It never creates the spool: that is the daemon's and the package's job.
+// It only ever creates one new record and reads none, which is what makes
+// it safe to run set-group-ID (privilege.go).
 func (s submission) drop(cfg *config.Config, uid int) error {
 	if _, err := os.Stat(filepath.Join(cfg.Spool.Dir, string(spool.Incoming))); err != nil {
 		return fmt.Errorf("no spool to drop into: %v", err)
@@ -231,7 +311,7 @@ func (s submission) drop(cfg *config.Config, uid int) error {
 	al := aliases(cfg)
 	for _, r := range s.prep.Recipients {
 		for _, t := range al.Expand(r) {
-			env.Recipients = append(env.Recipients, spool.Recipient{Addr: t, Status: spool.Pending, DSNNotify: s.opts.DSNNotify})
+			env.Recipients = append(env.Recipients, spool.Recipient{Addr: t, Status: spool.Pending, DSNNotify: s.dsnNotify(r)})
 		}
 	}
 	return w.Commit(env)
