@@ -42,6 +42,20 @@ func fsyncDir(path string) error {
 	return nil
 }
 
+// syncFS flushes the whole file system holding path (syncfs(2)): the
+// fallback when a directory cannot be opened to fsync it.
+func syncFS(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", path, err)
+	}
+	return nil
+}
+
 // dirSyncer makes directory entries durable, sharing one fsync among all
 // callers that arrive while another fsync is running (group commit): under
 // concurrent load the directory is synced far fewer times than files are

@@ -1,9 +1,11 @@
 package spool
 
 import (
+	"errors"
 	"fmt"
 	"hash"
 	"hash/crc32"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -99,7 +101,15 @@ func (w *Writer) commit(env *Envelope) error {
 	if w.s.noSync {
 		return nil
 	}
-	if err := w.s.syncers[w.st].sync(); err != nil {
+	err := w.s.syncers[w.st].sync()
+	if errors.Is(err, fs.ErrPermission) {
+		// A submitter may write into incoming/ without reading it (mode
+		// 1730, as Postfix's maildrop), and opening a directory to fsync
+		// it needs read permission. syncfs on the new record makes its
+		// directory entry durable just the same.
+		err = syncFS(w.s.path(w.st, w.id))
+	}
+	if err != nil {
 		// The record may or may not survive a crash now; remove it so that
 		// the caller's failure report stays true.
 		os.Remove(w.s.path(w.st, w.id))
