@@ -296,3 +296,65 @@ func splitList(s string) []string {
 	flush()
 	return parts
 }
+
+// qualifyList appends @domain to the bare local parts ("root", "<root>") in
+// an address-list header value, as Postfix does for locally submitted mail:
+// a smarthost may refuse a From: or To: without a domain. Everything else,
+// display names, comments and folding included, is kept byte for byte. A
+// value that cannot be read is returned unchanged.
+func qualifyList(v, domain string) string {
+	toks, err := tokenize(v)
+	if err != nil || domain == "" {
+		return v
+	}
+	var b strings.Builder
+	var elem []token
+	flush := func(isAddress bool) {
+		if isAddress {
+			qualifyElement(elem, domain)
+		}
+		for _, t := range elem {
+			b.WriteString(t.text)
+		}
+		elem = elem[:0]
+	}
+	for _, t := range toks {
+		switch t.kind {
+		case ',', ';':
+			flush(true)
+			b.WriteString(t.text)
+		case ':':
+			flush(false) // a group's display name
+			b.WriteString(t.text)
+		default:
+			elem = append(elem, t)
+		}
+	}
+	flush(true)
+	return b.String()
+}
+
+// qualifyElement qualifies the address of one mailbox of a list: the one
+// in angle brackets, or else a lone word.
+func qualifyElement(elem []token, domain string) {
+	word := -1
+	for i, t := range elem {
+		if t.kind == '<' {
+			if inner := strings.TrimSpace(t.text[1 : len(t.text)-1]); inner != "" && !strings.HasPrefix(inner, "@") {
+				elem[i].text = "<" + address.Qualify(inner, domain) + ">"
+			}
+			return
+		}
+	}
+	for i, t := range elem {
+		if t.kind == 'a' || t.kind == '"' {
+			if word >= 0 {
+				return // several words and no angle address: not a bare name
+			}
+			word = i
+		}
+	}
+	if word >= 0 && elem[word].kind == 'a' {
+		elem[word].text = address.Qualify(elem[word].text, domain)
+	}
+}

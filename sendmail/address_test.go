@@ -68,3 +68,23 @@ func TestFormatMailbox(t *testing.T) {
 		}
 	}
 }
+
+func TestQualifyList(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{" root", " root@example.com"},
+		{" root (Cron Daemon)", " root@example.com (Cron Daemon)"},
+		{` "(Cron Daemon)" <root>`, ` "(Cron Daemon)" <root@example.com>`},
+		{" Cron Daemon <root>", " Cron Daemon <root@example.com>"},
+		{" a@x.net, bob,\r\n\tcarol@y.org", " a@x.net, bob@example.com,\r\n\tcarol@y.org"},
+		{" undisclosed-recipients:;", " undisclosed-recipients:;"},
+		{" team: a, b@x;", " team: a@example.com, b@x;"},
+		{` "john doe"@x.net`, ` "john doe"@x.net`},
+		{" Alice Smith", " Alice Smith"}, // not an address: left alone
+		{" <@relay:root@x.net>", " <@relay:root@x.net>"},
+		{` "unterminated`, ` "unterminated`},
+	} {
+		if got := qualifyList(tt.in, "example.com"); got != tt.want {
+			t.Errorf("qualifyList(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

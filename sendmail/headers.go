@@ -61,9 +61,11 @@ type Prepared struct {
 // With ExtractRecipients, recipients are taken from To:, Cc: and Bcc: (or
 // only from Resent-To:, Resent-Cc: and Resent-Bcc:, if there are Resent-
 // headers), added to ArgRecipients, and Bcc: and Resent-Bcc: are removed.
-// Existing headers are never rewritten and the body is kept byte for byte;
-// if the header block was not ended by an empty line, one is inserted
-// before the body.
+// Existing headers are kept as written, except that bare local names in
+// address fields (From:, To:, Cc:, Reply-To:, Sender: and their Resent-
+// forms) get "@Domain", as Postfix does for local mail, since a smarthost
+// may refuse "From: root"; the body is kept byte for byte. If the header
+// block was not ended by an empty line, one is inserted before the body.
 //
 // With Masquerade set, the envelope sender becomes Masquerade (a null
 // sender stays null: bounces and auto-replies must not get replies), and
@@ -149,6 +151,17 @@ func Prepare(msg []byte, p Params) (*Prepared, error) {
 			has[name] = true
 			continue
 		}
+		// Blind copies must not show the other recipients: with -t the
+		// Bcc fields go, continuation lines and all.
+		drop := p.ExtractRecipients && (name == "bcc" || name == "resent-bcc")
+		if isAddressHeader(name) && !drop {
+			raw := string(msg[f.colon+1 : f.end])
+			if q := qualifyList(raw, p.Domain); q != raw {
+				out.Write(msg[pos : f.colon+1])
+				out.WriteString(q)
+				pos = f.end
+			}
+		}
 		if p.ExtractRecipients && isRecipientHeader(name, resent) {
 			addrs, err := parseAddressList(f.value(msg))
 			if err != nil {
@@ -164,9 +177,7 @@ func Prepare(msg []byte, p Params) (*Prepared, error) {
 				rcpts.add(a)
 			}
 		}
-		if p.ExtractRecipients && (name == "bcc" || name == "resent-bcc") {
-			// Blind copies must not show the other recipients; dropping the
-			// whole field takes its continuation lines with it.
+		if drop {
 			out.Write(msg[pos:f.start])
 			pos = f.end
 			continue
@@ -226,6 +237,16 @@ func Prepare(msg []byte, p Params) (*Prepared, error) {
 		pr.UTF8 = pr.UTF8 || !isASCII([]byte(r))
 	}
 	return pr, nil
+}
+
+// isAddressHeader reports whether the lower-case field name holds
+// addresses that bare local names in must be qualified.
+func isAddressHeader(name string) bool {
+	switch strings.TrimPrefix(name, "resent-") {
+	case "from", "sender", "reply-to", "to", "cc", "bcc":
+		return true
+	}
+	return false
 }
 
 // envelopeSender chooses and checks the envelope sender.

@@ -191,7 +191,7 @@ func TestPrepare(t *testing.T) {
 			name:  "-t with a group and a bare name",
 			msg:   "To: undisclosed-recipients:;\nCc: team: a@x, b@x;, root\n\nhi\n",
 			p:     params(func(p *Params) { p.ExtractRecipients = true }),
-			want:  "To: undisclosed-recipients:;\nCc: team: a@x, b@x;, root\nFrom: alice@example.org\n" + testDate + "Message-ID: <ID>\n\nhi\n",
+			want:  "To: undisclosed-recipients:;\nCc: team: a@x, b@x;, root@example.org\nFrom: alice@example.org\n" + testDate + "Message-ID: <ID>\n\nhi\n",
 			from:  "alice@example.org",
 			rcpts: []string{"a@x", "b@x", "root@example.org"},
 		},

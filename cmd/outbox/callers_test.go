@@ -272,7 +272,7 @@ func TestCallerCron(t *testing.T) {
 		msg: "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> /usr/local/bin/backup\n" +
 			"MIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: 8bit\n" +
 			cronEnv + "\n" + output,
-		want: want{header: map[string]string{"From": "root (Cron Daemon)", "To": "root",
+		want: want{header: map[string]string{"From": "root@example.com (Cron Daemon)", "To": "root@example.com",
 			"Subject": "Cron <root@host> /usr/local/bin/backup", "X-Cron-Env": "", "Content-Type": "text/plain; charset=UTF-8"}},
 	}, {
 		// The same without From:, as from a cron built without it (or a
@@ -282,7 +282,7 @@ func TestCallerCron(t *testing.T) {
 		msg: "To: root\nSubject: Cron <root@host> /usr/local/bin/backup\n" +
 			"MIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: 8bit\n" +
 			cronEnv + "\n" + output,
-		want: want{header: map[string]string{"From": "CronDaemon <root@example.com>", "To": "root",
+		want: want{header: map[string]string{"From": "CronDaemon <root@example.com>", "To": "root@example.com",
 			"Subject": "Cron <root@host> /usr/local/bin/backup"}},
 	}, {
 		// cronie: MAILARGS "%s -FCronDaemon -i -odi -oem -oi -t -f %s",
@@ -292,14 +292,14 @@ func TestCallerCron(t *testing.T) {
 		msg: "From: \"(Cron Daemon)\" <root>\nTo: root\nSubject: Cron <root@host> /usr/local/bin/backup\n" +
 			"MIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: 8bit\n" +
 			"Auto-Submitted: auto-generated\nPrecedence: bulk\n" + cronEnv + "\n" + output,
-		want: want{header: map[string]string{"From": `"(Cron Daemon)" <root>`, "To": "root",
+		want: want{header: map[string]string{"From": `"(Cron Daemon)" <root@example.com>`, "To": "root@example.com",
 			"Subject": "Cron <root@host> /usr/local/bin/backup", "Auto-Submitted": "auto-generated"}},
 	}, {
 		// cronie without From:: -F names the added From:, -f its address.
 		name: "cronie without From",
 		args: []string{"-FCronDaemon", "-i", "-odi", "-oem", "-oi", "-t", "-f", "root"},
 		msg:  "To: root\nSubject: Cron <root@host> true\n\n" + output,
-		want: want{header: map[string]string{"From": "CronDaemon <root@example.com>", "To": "root",
+		want: want{header: map[string]string{"From": "CronDaemon <root@example.com>", "To": "root@example.com",
 			"Subject": "Cron <root@host> true"}},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -403,7 +403,7 @@ func TestSendmailWhileDaemonDown(t *testing.T) {
 	w.startServe(t)
 	waitFor(t, "the dropped message at the upstream", func() bool { return w.count(t, "X-Marker: dropped") == 1 })
 	m := w.delivered(t)[0]
-	for _, want := range []string{"X-Sink-Rcpt-To: <admin@example.net>", "Received: by relay.test (Outbox, from userid", "To: Admin <root>\r\n"} {
+	for _, want := range []string{"X-Sink-Rcpt-To: <admin@example.net>", "Received: by relay.test (Outbox, from userid", "To: Admin <root@example.com>\r\n"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("dropped message lacks %q:\n%s", want, m)
 		}
