@@ -142,3 +142,17 @@ func TestValidCases(t *testing.T) {
 		}
 	}
 }
+
+func TestAliasesCatchAll(t *testing.T) {
+	a := NewAliases(map[string]string{"*": "ops@example.net", "root": "admin@example.net"}, "example.com")
+	for in, want := range map[string]string{
+		"www-data":              "ops@example.net",
+		"cron@example.com":      "ops@example.net",
+		"root@example.com":      "admin@example.net",
+		"someone@elsewhere.org": "someone@elsewhere.org",
+	} {
+		if got := a.Expand(in); len(got) != 1 || got[0] != want {
+			t.Errorf("Expand(%q) = %v, want %s", in, got, want)
+		}
+	}
+}

@@ -5,7 +5,8 @@ import "strings"
 // Aliases rewrites local recipients, as the [aliases] table of the
 // configuration says: `root = "admin@example.com"` sends root's mail (bare
 // "root", or root at one of the local domains) to admin@example.com. A key
-// may also be a whole address, and a value a comma-separated list. Aliases
+// may also be a whole address, or "*" for every local recipient without an
+// alias of its own, and a value a comma-separated list. Aliases
 // expand once: a target is never looked up again, so no loop is possible.
 type Aliases struct {
 	table  map[string][]string // lower-cased key: targets
@@ -42,6 +43,9 @@ func (a Aliases) Expand(addr string) []string {
 	if !hasAt || a.locals[domain] {
 		if t, ok := a.table[local]; ok {
 			return t
+		}
+		if t, ok := a.table["*"]; ok {
+			return t // every other local recipient
 		}
 	}
 	return []string{addr}
