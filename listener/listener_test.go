@@ -16,13 +16,14 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/outboxmta/outbox/internal/crlf"
+	"github.com/outboxmta/outbox/internal/testutil"
 	"github.com/outboxmta/outbox/spool"
 )
 
 type fixture struct {
 	spool  *spool.Spool
 	addr   string
-	logs   *logBuffer // what the server logged
+	logs   *testutil.SyncBuffer // what the server logged
 	mu     sync.Mutex
 	queued []*spool.Envelope
 }
@@ -42,7 +43,7 @@ func serveWith(t *testing.T, ep Endpoint, opts Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{spool: sp, logs: &logBuffer{}}
+	f := &fixture{spool: sp, logs: &testutil.SyncBuffer{}}
 	srv := New(sp, opts,
 		func(env *spool.Envelope) { f.mu.Lock(); f.queued = append(f.queued, env); f.mu.Unlock() },
 		slog.New(slog.NewTextHandler(f.logs, nil)))

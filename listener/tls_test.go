@@ -2,7 +2,6 @@ package listener
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,12 +17,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/outboxmta/outbox/internal/testutil"
 	"github.com/outboxmta/outbox/spool"
 )
 
@@ -95,26 +94,8 @@ func (p *testPKI) client() *tls.Config {
 	return &tls.Config{RootCAs: p.roots, ServerName: "127.0.0.1"}
 }
 
-// logBuffer collects a server's log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // serveLogged is serve with the server's log kept.
-func serveLogged(t *testing.T, ep Endpoint) (*fixture, *logBuffer) {
+func serveLogged(t *testing.T, ep Endpoint) (*fixture, *testutil.SyncBuffer) {
 	t.Helper()
 	f := serve(t, ep)
 	return f, f.logs

@@ -5,7 +5,6 @@ package runner_test
 // keep them from ever delivering a message twice.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outboxmta/outbox/internal/testutil"
 	"github.com/outboxmta/outbox/runner"
 	"github.com/outboxmta/outbox/spool"
 	"github.com/outboxmta/outbox/upstream"
@@ -82,24 +82,6 @@ func (d *countingDeliverer) Deliver(ctx context.Context, m *upstream.Message) ([
 	return out, nil
 }
 
-// errorLog collects what the runners log at level Error: none is expected.
-type errorLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (e *errorLog) Write(p []byte) (int, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.buf.Write(p)
-}
-
-func (e *errorLog) String() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.buf.String()
-}
-
 func TestTwoRunnersNoDoubleDelivery(t *testing.T) {
 	testTwoRunners(t, false, "a@example.net")
 }
@@ -146,7 +128,7 @@ func testTwoRunners(t *testing.T, oneByOne bool, rcpts ...string) {
 	}
 
 	up := newCountingDeliverer(oneByOne)
-	var logged errorLog
+	var logged testutil.SyncBuffer // what the runners log at level Error: none is expected
 	log := slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelError}))
 	policy := runner.Policy{RetryMin: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, Lifetime: time.Hour}
 	var rs [2]*runner.Runner

@@ -202,16 +202,9 @@ func (r *Runner) acceptIncoming() error {
 			return nil
 		}
 		r.log.Info("queued", "id", env.ID, "from", env.From, "size", env.Size,
-			"nrcpt", len(env.Recipients), "origin", env.Origin.Kind, "uid", uidAttr(env.Origin.UID))
+			"nrcpt", len(env.Recipients), "origin", env.Origin.Kind, "uid", env.Origin.LogUID())
 		return nil
 	})
-}
-
-func uidAttr(uid *int) any {
-	if uid == nil {
-		return nil
-	}
-	return *uid
 }
 
 // attempt delivers id once and returns when it is due again (the zero time

@@ -56,6 +56,15 @@ type Origin struct {
 	User   string `json:"user,omitempty"` // authenticated user or login name
 }
 
+// LogUID returns the submitting uid for a log attribute: the number, or nil
+// when unknown, so that no pointer is ever logged.
+func (o Origin) LogUID() any {
+	if o.UID == nil {
+		return nil
+	}
+	return *o.UID
+}
+
 // Pending returns the addresses still to be delivered.
 func (e *Envelope) Pending() []string {
 	var out []string

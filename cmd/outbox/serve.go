@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/outboxmta/outbox/config"
 	"github.com/outboxmta/outbox/internal/address"
@@ -53,11 +54,11 @@ func runnerPolicy(cfg *config.Config) runner.Policy {
 	}
 }
 
-// newRunner returns the queue runner for cfg: the daemon's, or a
-// foreground flush's.
-func newRunner(cfg *config.Config, sp *spool.Spool, log *slog.Logger) *runner.Runner {
+// newRunner returns the queue runner for cfg: the daemon's, whose loop
+// wakes at least every heartbeat, or a foreground flush's (heartbeat 0).
+func newRunner(cfg *config.Config, sp *spool.Spool, heartbeat time.Duration, log *slog.Logger) *runner.Runner {
 	return runner.New(sp, newUpstream(cfg, log), runnerPolicy(cfg),
-		runner.Options{Relay: cfg.Upstreams[0].Address()}, log)
+		runner.Options{Relay: cfg.Upstreams[0].Address(), Heartbeat: heartbeat}, log)
 }
 
 func aliases(cfg *config.Config) address.Aliases {
@@ -85,8 +86,7 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 	// With the systemd watchdog on, the runner's loop wakes often enough
 	// for Alive to tell idle from stuck.
 	wd := watchdogInterval(log)
-	r := runner.New(sp, newUpstream(cfg, log), runnerPolicy(cfg),
-		runner.Options{Relay: up.Address(), Heartbeat: wd / 4}, log)
+	r := newRunner(cfg, sp, wd/4, log)
 
 	srv := listener.New(sp, listenerOptions(cfg),
 		func(env *spool.Envelope) { r.Enqueue(env.ID, env.NextAttempt) }, log)

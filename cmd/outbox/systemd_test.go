@@ -6,7 +6,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,31 +21,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outboxmta/outbox/internal/testutil"
 	"github.com/outboxmta/outbox/listener"
 )
-
-// syncBuffer is a bytes.Buffer a child process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // daemonProc is a child process whose output can be read while it runs.
 type daemonProc struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testutil.SyncBuffer
 	exited chan struct{}
 	err    error // from Wait, once exited is closed
 }
@@ -55,7 +37,7 @@ type daemonProc struct {
 // systemd variables of its own, plus env.
 func startDaemon(t *testing.T, path string, env []string, args ...string) *daemonProc {
 	t.Helper()
-	p := &daemonProc{cmd: exec.Command(path, args...), out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &daemonProc{cmd: exec.Command(path, args...), out: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		switch {
@@ -299,7 +281,7 @@ func TestWatchdogWithholdsPingsWhenStuck(t *testing.T) {
 	var pings atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logged syncBuffer
+	var logged testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logged, nil))
 	const interval = 40 * time.Millisecond
 	go watchdog(ctx, interval, func(d time.Duration) bool {
