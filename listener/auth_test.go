@@ -17,6 +17,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/outboxmta/outbox/internal/testutil"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -40,7 +41,7 @@ func usersFile(t *testing.T) string {
 		fmt.Fprintf(&b, "%s:%s\n", u.name, h)
 	}
 	path := filepath.Join(t.TempDir(), "users")
-	writeFile(t, path, []byte(b.String()), 0o640)
+	testutil.WriteFile(t, path, []byte(b.String()), 0o640)
 	return path
 }
 
@@ -103,7 +104,7 @@ func (rc *rawConn) cmd(line string) string {
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func TestAuthPolicy(t *testing.T) {
-	pki, users := newPKI(t), usersFile(t)
+	pki, users := testutil.NewPKI(t, "Outbox test CA"), usersFile(t)
 	only1 := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	const inside, outside = "127.0.0.1", "127.0.0.2"
 	tests := []struct {
@@ -154,7 +155,7 @@ func TestAuthPolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, logs := serveLogged(t, Endpoint{Networks: only1, TLS: tt.tls, CertFile: pki.certFile, KeyFile: pki.keyFile,
+			f, logs := serveLogged(t, Endpoint{Networks: only1, TLS: tt.tls, CertFile: pki.CertFile, KeyFile: pki.KeyFile,
 				Auth: tt.auth, UsersFile: users})
 			mode := TLSNone
 			if tt.tls == TLSImplicit {
@@ -162,7 +163,7 @@ func TestAuthPolicy(t *testing.T) {
 			} else if tt.starttls {
 				mode = TLSStartTLS
 			}
-			c := dial(t, f.addr, tt.from, mode, pki.client())
+			c := dial(t, f.addr, tt.from, mode, pki.Client())
 			if tt.client != nil {
 				err := c.Auth(tt.client)
 				if code(err) != tt.authCode || (err != nil) != (tt.authCode != 0) {
@@ -213,8 +214,8 @@ func TestAuthPolicy(t *testing.T) {
 
 // AUTH is offered, and accepted, only once the session runs over TLS.
 func TestAuthOnlyOverTLS(t *testing.T) {
-	pki := newPKI(t)
-	f := serve(t, Endpoint{Networks: loopback, TLS: TLSStartTLS, CertFile: pki.certFile, KeyFile: pki.keyFile,
+	pki := testutil.NewPKI(t, "Outbox test CA")
+	f := serve(t, Endpoint{Networks: loopback, TLS: TLSStartTLS, CertFile: pki.CertFile, KeyFile: pki.KeyFile,
 		Auth: AuthOptional, UsersFile: usersFile(t)})
 	c := dial(t, f.addr, "", TLSNone, nil)
 	if ok, _ := c.Extension("AUTH"); ok {
@@ -224,7 +225,7 @@ func TestAuthOnlyOverTLS(t *testing.T) {
 	if strings.Contains(out, "AUTH") && strings.Contains(out, "250-AUTH") || !strings.Contains(out, "\r\n523 5.7.10") {
 		t.Errorf("AUTH before STARTTLS not refused:\n%s", out)
 	}
-	c = dial(t, f.addr, "", TLSStartTLS, pki.client())
+	c = dial(t, f.addr, "", TLSStartTLS, pki.Client())
 	if ok, mechs := c.Extension("AUTH"); !ok || mechs != "PLAIN LOGIN" {
 		t.Errorf("over TLS: AUTH offered %v with %q, want PLAIN LOGIN", ok, mechs)
 	}
@@ -233,8 +234,8 @@ func TestAuthOnlyOverTLS(t *testing.T) {
 // LOGIN without an initial response, cancelled exchanges and malformed
 // responses, as raw replies.
 func TestAuthDialogs(t *testing.T) {
-	pki, users := newPKI(t), usersFile(t)
-	f := serve(t, Endpoint{Networks: loopback, TLS: TLSStartTLS, CertFile: pki.certFile, KeyFile: pki.keyFile,
+	pki, users := testutil.NewPKI(t, "Outbox test CA"), usersFile(t)
+	f := serve(t, Endpoint{Networks: loopback, TLS: TLSStartTLS, CertFile: pki.CertFile, KeyFile: pki.KeyFile,
 		Auth: AuthOptional, UsersFile: users})
 	for _, tt := range []struct {
 		name  string
@@ -275,7 +276,7 @@ func TestAuthDialogs(t *testing.T) {
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			rc := rawSTARTTLS(t, f.addr, pki.client())
+			rc := rawSTARTTLS(t, f.addr, pki.Client())
 			for _, s := range tt.steps {
 				if r := rc.cmd(s[0]); !strings.HasPrefix(r, s[1]) {
 					t.Fatalf("%q: reply %q, want %q", s[0], r, s[1])
@@ -300,11 +301,11 @@ func TestAuthUnixSocket(t *testing.T) {
 
 // Serve refuses to start with a users file it cannot use.
 func TestServeBadUsersFile(t *testing.T) {
-	pki, users := newPKI(t), usersFile(t)
+	pki, users := testutil.NewPKI(t, "Outbox test CA"), usersFile(t)
 	if err := os.Chmod(users, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ep := Endpoint{Address: "127.0.0.1:0", Networks: loopback, TLS: TLSStartTLS, CertFile: pki.certFile, KeyFile: pki.keyFile,
+	ep := Endpoint{Address: "127.0.0.1:0", Networks: loopback, TLS: TLSStartTLS, CertFile: pki.CertFile, KeyFile: pki.KeyFile,
 		Auth: AuthRequired, UsersFile: users}
 	sp, err := spoolForTest(t)
 	if err != nil {
@@ -371,7 +372,7 @@ func TestLoadUsers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "users")
-			writeFile(t, path, []byte(tt.content), tt.mode)
+			testutil.WriteFile(t, path, []byte(tt.content), tt.mode)
 			u, err := LoadUsers(path)
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), path) {
@@ -412,7 +413,7 @@ func TestVerifyUnknownUserCost(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "users")
-	writeFile(t, path, []byte("alice:"+string(h)+"\n"), 0o600)
+	testutil.WriteFile(t, path, []byte("alice:"+string(h)+"\n"), 0o600)
 	u, err := LoadUsers(path)
 	if err != nil {
 		t.Fatal(err)
@@ -434,16 +435,16 @@ func TestVerifyUnknownUserCost(t *testing.T) {
 
 // Reconfigure reads the users file again: a new user can log in at once.
 func TestReconfigureUsers(t *testing.T) {
-	pki := newPKI(t)
+	pki := testutil.NewPKI(t, "Outbox test CA")
 	path := filepath.Join(t.TempDir(), "users")
 	h, _ := bcrypt.GenerateFromPassword([]byte(alicePassword), bcrypt.MinCost)
-	writeFile(t, path, []byte("alice:"+string(h)+"\n"), 0o600)
+	testutil.WriteFile(t, path, []byte("alice:"+string(h)+"\n"), 0o600)
 	sp, err := spoolForTest(t)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := New(sp, Options{Hostname: "relay.test"}, nil, discard)
-	ep := Endpoint{Address: "127.0.0.1:0", Networks: loopback, TLS: TLSStartTLS, CertFile: pki.certFile, KeyFile: pki.keyFile,
+	ep := Endpoint{Address: "127.0.0.1:0", Networks: loopback, TLS: TLSStartTLS, CertFile: pki.CertFile, KeyFile: pki.KeyFile,
 		Auth: AuthRequired, UsersFile: path}
 	l, err := Listen(ep)
 	if err != nil {
@@ -455,7 +456,7 @@ func TestReconfigureUsers(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	login := func(user, pw string) error {
-		c := dial(t, l.Addr().String(), "", TLSStartTLS, pki.client())
+		c := dial(t, l.Addr().String(), "", TLSStartTLS, pki.Client())
 		defer c.Close()
 		return c.Auth(sasl.NewPlainClient("", user, pw))
 	}
@@ -463,7 +464,7 @@ func TestReconfigureUsers(t *testing.T) {
 		t.Fatalf("bob before reload: %v", err)
 	}
 	hb, _ := bcrypt.GenerateFromPassword([]byte(bobPassword), bcrypt.MinCost)
-	writeFile(t, path, []byte("alice:"+string(h)+"\nbob:"+string(hb)+"\n"), 0o600)
+	testutil.WriteFile(t, path, []byte("alice:"+string(h)+"\nbob:"+string(hb)+"\n"), 0o600)
 	if err := srv.Reconfigure(Options{Hostname: "relay.test"}, []Endpoint{ep}); err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +472,7 @@ func TestReconfigureUsers(t *testing.T) {
 		t.Errorf("bob after reload: %v", err)
 	}
 	// A broken file is refused and the users in force stay.
-	writeFile(t, path, []byte("bob:plaintext\n"), 0o600)
+	testutil.WriteFile(t, path, []byte("bob:plaintext\n"), 0o600)
 	if err := srv.Reconfigure(Options{Hostname: "relay.test"}, []Endpoint{ep}); err == nil {
 		t.Error("Reconfigure accepted a broken users file")
 	}

@@ -3,18 +3,11 @@ package listener
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"log/slog"
-	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,74 +18,6 @@ import (
 	"github.com/outboxmta/outbox/internal/testutil"
 	"github.com/outboxmta/outbox/spool"
 )
-
-// testPKI is a CA and a leaf certificate for 127.0.0.1, written to files.
-type testPKI struct {
-	certFile, keyFile string
-	roots             *x509.CertPool
-	leaf              *x509.Certificate
-}
-
-// newPKI makes a fresh CA and a server certificate signed by it.
-func newPKI(t *testing.T) *testPKI {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Outbox test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: "relay.test"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		DNSNames: []string{"relay.test", "localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	p := &testPKI{certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem"), roots: x509.NewCertPool()}
-	p.roots.AddCert(ca)
-	p.leaf, _ = x509.ParseCertificate(der)
-	writeFile(t, p.certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	writeFile(t, p.keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
-	return p
-}
-
-func writeFile(t *testing.T, path string, b []byte, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, b, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil { // whatever the umask
-		t.Fatal(err)
-	}
-}
-
-// client returns a TLS configuration that trusts only the test CA.
-func (p *testPKI) client() *tls.Config {
-	return &tls.Config{RootCAs: p.roots, ServerName: "127.0.0.1"}
-}
 
 // serveLogged is serve with the server's log kept.
 func serveLogged(t *testing.T, ep Endpoint) (*fixture, *testutil.SyncBuffer) {
@@ -162,30 +87,30 @@ func code(err error) int {
 // STARTTLS is offered exactly when tls = "starttls", and never again once
 // the session runs over TLS.
 func TestSTARTTLSOffered(t *testing.T) {
-	pki := newPKI(t)
+	pki := testutil.NewPKI(t, "Outbox test CA")
 	for _, tt := range []struct {
 		mode TLSMode
 		want bool
 	}{{"", false}, {TLSNone, false}, {TLSStartTLS, true}, {TLSImplicit, false}} {
 		t.Run(string(tt.mode), func(t *testing.T) {
-			f := serve(t, Endpoint{Networks: loopback, TLS: tt.mode, CertFile: pki.certFile, KeyFile: pki.keyFile})
+			f := serve(t, Endpoint{Networks: loopback, TLS: tt.mode, CertFile: pki.CertFile, KeyFile: pki.KeyFile})
 			first := TLSNone
 			if tt.mode == TLSImplicit {
 				first = TLSImplicit
 			}
-			c := dial(t, f.addr, "", first, pki.client())
+			c := dial(t, f.addr, "", first, pki.Client())
 			if got, _ := c.Extension("STARTTLS"); got != tt.want {
 				t.Fatalf("STARTTLS offered: %v, want %v", got, tt.want)
 			}
 			if !tt.want {
 				return
 			}
-			c = dial(t, f.addr, "", TLSStartTLS, pki.client())
+			c = dial(t, f.addr, "", TLSStartTLS, pki.Client())
 			if got, _ := c.Extension("STARTTLS"); got {
 				t.Error("STARTTLS offered again over TLS")
 			}
 			st, _ := c.TLSConnectionState()
-			if !st.PeerCertificates[0].Equal(pki.leaf) {
+			if !st.PeerCertificates[0].Equal(pki.Leaf) {
 				t.Error("server presented another certificate")
 			}
 		})
@@ -195,11 +120,11 @@ func TestSTARTTLSOffered(t *testing.T) {
 // Mail over TLS is marked ESMTPS in its Received: header, with the
 // protocol and cipher as Postfix writes them.
 func TestTLSReceived(t *testing.T) {
-	pki := newPKI(t)
+	pki := testutil.NewPKI(t, "Outbox test CA")
 	for _, mode := range []TLSMode{TLSStartTLS, TLSImplicit} {
 		t.Run(string(mode), func(t *testing.T) {
-			f := serve(t, Endpoint{Networks: loopback, TLS: mode, CertFile: pki.certFile, KeyFile: pki.keyFile})
-			c := dial(t, f.addr, "", mode, pki.client())
+			f := serve(t, Endpoint{Networks: loopback, TLS: mode, CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+			c := dial(t, f.addr, "", mode, pki.Client())
 			if err := send(c, "Subject: tls\r\n\r\nhi\r\n"); err != nil {
 				t.Fatal(err)
 			}
@@ -221,9 +146,9 @@ func TestTLSReceived(t *testing.T) {
 
 // Clients limited to TLS 1.1 get no session.
 func TestTLSMinVersion(t *testing.T) {
-	pki := newPKI(t)
-	f := serve(t, Endpoint{Networks: loopback, TLS: TLSImplicit, CertFile: pki.certFile, KeyFile: pki.keyFile})
-	cfg := pki.client()
+	pki := testutil.NewPKI(t, "Outbox test CA")
+	f := serve(t, Endpoint{Networks: loopback, TLS: TLSImplicit, CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+	cfg := pki.Client()
 	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
 	conn, err := tls.Dial("tcp", f.addr, cfg)
 	if err == nil {
@@ -235,18 +160,18 @@ func TestTLSMinVersion(t *testing.T) {
 // A certificate or key that cannot be used fails Serve at once, with an
 // error naming the file at fault.
 func TestBadCertificate(t *testing.T) {
-	pki, other := newPKI(t), newPKI(t)
+	pki, other := testutil.NewPKI(t, "Outbox test CA"), testutil.NewPKI(t, "Outbox test CA")
 	dir := t.TempDir()
 	garbage := filepath.Join(dir, "garbage.pem")
-	writeFile(t, garbage, []byte("not a certificate\n"), 0o644)
+	testutil.WriteFile(t, garbage, []byte("not a certificate\n"), 0o644)
 	for _, tt := range []struct {
 		name, cert, key, want string
 	}{
-		{"missing cert", filepath.Join(dir, "nonexistent.pem"), pki.keyFile, filepath.Join(dir, "nonexistent.pem")},
-		{"garbage cert", garbage, pki.keyFile, garbage + ": no PEM \"CERTIFICATE\""},
-		{"garbage key", pki.certFile, garbage, garbage + ": no PEM private key"},
-		{"cert is a key", pki.keyFile, pki.keyFile, pki.keyFile + ": no PEM \"CERTIFICATE\""},
-		{"key of another certificate", pki.certFile, other.keyFile, "TLS certificate " + pki.certFile + " with key " + other.keyFile + ": tls: private key does not match public key"},
+		{"missing cert", filepath.Join(dir, "nonexistent.pem"), pki.KeyFile, filepath.Join(dir, "nonexistent.pem")},
+		{"garbage cert", garbage, pki.KeyFile, garbage + ": no PEM \"CERTIFICATE\""},
+		{"garbage key", pki.CertFile, garbage, garbage + ": no PEM private key"},
+		{"cert is a key", pki.KeyFile, pki.KeyFile, pki.KeyFile + ": no PEM \"CERTIFICATE\""},
+		{"key of another certificate", pki.CertFile, other.KeyFile, "TLS certificate " + pki.CertFile + " with key " + other.KeyFile + ": tls: private key does not match public key"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, mode := range []TLSMode{TLSStartTLS, TLSImplicit} {
@@ -273,13 +198,13 @@ func TestBadCertificate(t *testing.T) {
 // Reconfigure puts a renewed certificate in service for new handshakes,
 // and refuses (changing nothing) a certificate it cannot read.
 func TestReconfigureCertificate(t *testing.T) {
-	pki, renewed := newPKI(t), newPKI(t)
+	pki, renewed := testutil.NewPKI(t, "Outbox test CA"), testutil.NewPKI(t, "Outbox test CA")
 	sp, err := spool.Open(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := New(sp, Options{Hostname: "relay.test"}, nil, slog.New(slog.DiscardHandler))
-	ep := Endpoint{Address: "127.0.0.1:0", Networks: loopback, TLS: TLSImplicit, CertFile: pki.certFile, KeyFile: pki.keyFile}
+	ep := Endpoint{Address: "127.0.0.1:0", Networks: loopback, TLS: TLSImplicit, CertFile: pki.CertFile, KeyFile: pki.KeyFile}
 	l, err := Listen(ep)
 	if err != nil {
 		t.Fatal(err)
@@ -291,7 +216,7 @@ func TestReconfigureCertificate(t *testing.T) {
 
 	served := func() *x509.Certificate {
 		t.Helper()
-		cfg := pki.client()
+		cfg := pki.Client()
 		cfg.InsecureSkipVerify = true
 		c, err := tls.Dial("tcp", l.Addr().String(), cfg)
 		if err != nil {
@@ -302,7 +227,7 @@ func TestReconfigureCertificate(t *testing.T) {
 		bufio.NewReader(c).ReadString('\n') // the greeting
 		return c.ConnectionState().PeerCertificates[0]
 	}
-	if !served().Equal(pki.leaf) {
+	if !served().Equal(pki.Leaf) {
 		t.Fatal("not serving the configured certificate")
 	}
 	bad := ep
@@ -310,14 +235,14 @@ func TestReconfigureCertificate(t *testing.T) {
 	if err := srv.Reconfigure(Options{Hostname: "relay.test"}, []Endpoint{bad}); err == nil {
 		t.Error("Reconfigure accepted a missing certificate")
 	}
-	if !served().Equal(pki.leaf) {
+	if !served().Equal(pki.Leaf) {
 		t.Fatal("a failed Reconfigure changed the certificate")
 	}
-	ep.CertFile, ep.KeyFile = renewed.certFile, renewed.keyFile
+	ep.CertFile, ep.KeyFile = renewed.CertFile, renewed.KeyFile
 	if err := srv.Reconfigure(Options{Hostname: "relay.test"}, []Endpoint{ep}); err != nil {
 		t.Fatal(err)
 	}
-	if !served().Equal(renewed.leaf) {
+	if !served().Equal(renewed.Leaf) {
 		t.Error("still serving the old certificate after Reconfigure")
 	}
 }

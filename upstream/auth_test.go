@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/outboxmta/outbox/internal/testutil"
 )
 
 func testLogger(w io.Writer) *slog.Logger {
@@ -17,7 +19,7 @@ func testLogger(w io.Writer) *slog.Logger {
 }
 
 func TestAuth(t *testing.T) {
-	p := newPKI(t, "Outbox Test CA")
+	p := testutil.NewPKI(t, "Outbox Test CA")
 	pwFile := filepath.Join(t.TempDir(), "pw")
 	if err := os.WriteFile(pwFile, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -60,7 +62,7 @@ func TestAuth(t *testing.T) {
 			}
 			host, port := startServer(t, be, serverOpts{tls: srv, pki: p, insecureAuth: true})
 			cfg := testCfg(host, port, tt.tls)
-			cfg.CAFile = p.caFile
+			cfg.CAFile = p.CAFile
 			cfg.Auth, cfg.Username, cfg.Password, cfg.PasswordFile = tt.auth, "user@example.org", tt.password, tt.pwFile
 			cfg.AllowPlaintextAuth = tt.plainOK
 			var trace bytes.Buffer
@@ -133,7 +135,7 @@ func TestCRAMMD5Vector(t *testing.T) {
 }
 
 func TestTraceRedactsSecrets(t *testing.T) {
-	p := newPKI(t, "Outbox Test CA")
+	p := testutil.NewPKI(t, "Outbox Test CA")
 	const user, pass = "user@example.org", "Hunter2-very-secret"
 	secrets := []string{
 		pass,
@@ -146,7 +148,7 @@ func TestTraceRedactsSecrets(t *testing.T) {
 			be := &backend{users: map[string]string{user: pass}}
 			host, port := startServer(t, be, serverOpts{tls: "starttls", pki: p})
 			cfg := testCfg(host, port, "starttls")
-			cfg.CAFile, cfg.Auth, cfg.Username, cfg.Password = p.caFile, mech, user, pass
+			cfg.CAFile, cfg.Auth, cfg.Username, cfg.Password = p.CAFile, mech, user, pass
 			var trace, logs bytes.Buffer
 			c := New(cfg, "client.test", testLogger(&logs))
 			c.Trace = &trace

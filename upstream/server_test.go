@@ -6,23 +6,14 @@ package upstream
 // connections).
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/md5"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -32,68 +23,8 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/outboxmta/outbox/config"
+	"github.com/outboxmta/outbox/internal/testutil"
 )
-
-// testPKI is a CA and a server certificate for 127.0.0.1, ::1 and localhost.
-type testPKI struct {
-	caFile    string
-	serverTLS *tls.Config
-}
-
-func newPKI(t *testing.T, name string) *testPKI {
-	t.Helper()
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &leafKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return &testPKI{
-		caFile: caFile,
-		serverTLS: &tls.Config{Certificates: []tls.Certificate{{
-			Certificate: [][]byte{leafDER},
-			PrivateKey:  leafKey,
-		}}},
-	}
-}
 
 // txn is one transaction the test server received completely.
 type txn struct {
@@ -267,7 +198,7 @@ func (c *cramServer) Next(resp []byte) ([]byte, bool, error) {
 
 type serverOpts struct {
 	tls          string // "", "starttls" or "implicit"
-	pki          *testPKI
+	pki          *testutil.PKI
 	insecureAuth bool
 	utf8         bool
 }
@@ -290,9 +221,9 @@ func startServer(t *testing.T, be *backend, o serverOpts) (string, int) {
 	}
 	switch o.tls {
 	case "starttls":
-		s.TLSConfig = o.pki.serverTLS
+		s.TLSConfig = o.pki.ServerTLS
 	case "implicit":
-		l = tls.NewListener(l, o.pki.serverTLS)
+		l = tls.NewListener(l, o.pki.ServerTLS)
 	}
 	go s.Serve(l)
 	t.Cleanup(func() { s.Close() })

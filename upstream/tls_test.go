@@ -7,10 +7,12 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/outboxmta/outbox/internal/testutil"
 )
 
 func TestTLSModes(t *testing.T) {
-	p := newPKI(t, "Outbox Test CA")
+	p := testutil.NewPKI(t, "Outbox Test CA")
 	tests := []struct {
 		name       string
 		server     string // serverOpts.tls
@@ -33,7 +35,7 @@ func TestTLSModes(t *testing.T) {
 			be := &backend{users: map[string]string{"user": "pw"}}
 			host, port := startServer(t, be, serverOpts{tls: tt.server, pki: p, insecureAuth: true})
 			cfg := testCfg(host, port, tt.client)
-			cfg.CAFile = p.caFile
+			cfg.CAFile = p.CAFile
 			if tt.wantErrOp != "" {
 				// Credentials configured: they must not be sent in clear.
 				cfg.Auth, cfg.Username, cfg.Password, cfg.AllowPlaintextAuth = "plain", "user", "pw", true
@@ -70,8 +72,8 @@ func TestTLSModes(t *testing.T) {
 }
 
 func TestTLSVerification(t *testing.T) {
-	good := newPKI(t, "Right CA")
-	other := newPKI(t, "Wrong CA")
+	good := testutil.NewPKI(t, "Right CA")
+	other := testutil.NewPKI(t, "Wrong CA")
 	tests := []struct {
 		name       string
 		mode       string
@@ -80,12 +82,12 @@ func TestTLSVerification(t *testing.T) {
 		insecure   bool
 		wantErr    bool
 	}{
-		{name: "starttls wrong CA", mode: "starttls", caFile: other.caFile, wantErr: true},
-		{name: "implicit wrong CA", mode: "implicit", caFile: other.caFile, wantErr: true},
-		{name: "opportunistic wrong CA", mode: "opportunistic", caFile: other.caFile, wantErr: true},
-		{name: "wrong server name", mode: "starttls", caFile: good.caFile, serverName: "mail.example.com", wantErr: true},
-		{name: "server name localhost", mode: "starttls", caFile: good.caFile, serverName: "localhost"},
-		{name: "insecure skip verify", mode: "starttls", caFile: other.caFile, insecure: true},
+		{name: "starttls wrong CA", mode: "starttls", caFile: other.CAFile, wantErr: true},
+		{name: "implicit wrong CA", mode: "implicit", caFile: other.CAFile, wantErr: true},
+		{name: "opportunistic wrong CA", mode: "opportunistic", caFile: other.CAFile, wantErr: true},
+		{name: "wrong server name", mode: "starttls", caFile: good.CAFile, serverName: "mail.example.com", wantErr: true},
+		{name: "server name localhost", mode: "starttls", caFile: good.CAFile, serverName: "localhost"},
+		{name: "insecure skip verify", mode: "starttls", caFile: other.CAFile, insecure: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,11 +133,11 @@ func TestTLSConfigError(t *testing.T) {
 }
 
 func TestProbe(t *testing.T) {
-	p := newPKI(t, "Outbox Test CA")
+	p := testutil.NewPKI(t, "Outbox Test CA")
 	be := &backend{users: map[string]string{"user": "pw"}}
 	host, port := startServer(t, be, serverOpts{tls: "starttls", pki: p})
 	cfg := testCfg(host, port, "starttls")
-	cfg.CAFile, cfg.Auth, cfg.Username, cfg.Password = p.caFile, "auto", "user", "pw"
+	cfg.CAFile, cfg.Auth, cfg.Username, cfg.Password = p.CAFile, "auto", "user", "pw"
 	res, err := New(cfg, "client.test", nil).Probe(context.Background())
 	if err != nil {
 		t.Fatalf("Probe: %v", err)
@@ -158,7 +160,7 @@ func TestProbe(t *testing.T) {
 	}
 
 	// With verification off, Probe still reports what it would have said.
-	cfg.CAFile, cfg.InsecureSkipVerify = newPKI(t, "Other CA").caFile, true
+	cfg.CAFile, cfg.InsecureSkipVerify = testutil.NewPKI(t, "Other CA").CAFile, true
 	res, err = New(cfg, "client.test", nil).Probe(context.Background())
 	if err != nil {
 		t.Fatalf("Probe insecure: %v", err)
