@@ -182,7 +182,12 @@ func (r *Runner) rescan() error {
 	if err := r.acceptIncoming(); err != nil {
 		return err
 	}
-	return r.spool.Scan(spool.Queue, func(env *spool.Envelope) error {
+	known := func(id string) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.sched.known(id)
+	}
+	return r.spool.ScanExcept(spool.Queue, known, func(env *spool.Envelope) error {
 		r.alive()
 		r.mu.Lock()
 		if !r.sched.known(env.ID) {

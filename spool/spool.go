@@ -112,6 +112,13 @@ func (s *Spool) Read(st State, id string) (*Envelope, []byte, error) {
 // temporary files left by a crash are removed. Scan reads envelopes only, so
 // it stays fast with a large queue; messages are checked when delivered.
 func (s *Spool) Scan(st State, fn func(*Envelope) error) error {
+	return s.ScanExcept(st, nil, fn)
+}
+
+// ScanExcept is Scan without reading the records whose ID skip reports
+// true for: a periodic rescan that already knows most of the queue only
+// pays for the records that are new to it.
+func (s *Spool) ScanExcept(st State, skip func(id string) bool, fn func(*Envelope) error) error {
 	d, err := os.Open(s.dir(st))
 	if err != nil {
 		return fmt.Errorf("spool: scan: %w", err)
@@ -120,6 +127,9 @@ func (s *Spool) Scan(st State, fn func(*Envelope) error) error {
 	for {
 		entries, err := d.ReadDir(1024)
 		for _, e := range entries {
+			if skip != nil && skip(e.Name()) {
+				continue
+			}
 			if err := s.scanEntry(st, e, fn); err != nil {
 				return err
 			}

@@ -329,3 +329,21 @@ func BenchmarkPut(b *testing.B) {
 		}
 	})
 }
+
+// A rescan that already knows a record does not read it again.
+func TestScanExcept(t *testing.T) {
+	s := openTemp(t)
+	a := put(t, s, "a\r\n", "b@example.com")
+	b := put(t, s, "b\r\n", "b@example.com")
+	var got []string
+	err := s.ScanExcept(Queue, func(id string) bool { return id == a.ID }, func(e *Envelope) error {
+		got = append(got, e.ID)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0] != b.ID {
+		t.Errorf("ScanExcept returned %v, want only %s", got, b.ID)
+	}
+}
