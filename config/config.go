@@ -119,6 +119,10 @@ func (l Listener) IsUnix() bool { return len(l.Address) > 0 && l.Address[0] == '
 
 // Upstream is one [[upstream]] table: a smarthost.
 type Upstream struct {
+	// Name identifies the upstream in logs, metrics and commands such as
+	// `outbox oauth2 authorize NAME`. Default: host, or host:port when
+	// another upstream has the same host. Names are unique.
+	Name string `toml:"name"`
 	Host string `toml:"host"`
 	Port int    `toml:"port"` // default 587, or 465 when tls = "implicit"
 	// TLS is "implicit", "starttls", "opportunistic" or "none".

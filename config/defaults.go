@@ -129,6 +129,13 @@ func (l *loader) defaults(c *Config) {
 		l.defaultDuration(&u.DataTimeout, p+".data_timeout", 10*time.Minute)
 	}
 
+	// Names last: they depend on every upstream's port.
+	for i := range c.Upstreams {
+		if c.Upstreams[i].Name == "" {
+			c.Upstreams[i].Name = defaultUpstreamName(c.Upstreams, i)
+		}
+	}
+
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -144,4 +151,25 @@ func (l *loader) defaultDuration(d *Duration, key string, def time.Duration) {
 	if !l.set[key] {
 		d.Duration = def
 	}
+}
+
+// defaultUpstreamName names upstream i after its host, or its host and
+// port when another upstream shares the host, or its position when even
+// that is shared (two accounts on one smarthost).
+func defaultUpstreamName(ups []Upstream, i int) string {
+	u := ups[i]
+	sameHost, sameAddr := false, false
+	for j, o := range ups {
+		if j != i && o.Host == u.Host {
+			sameHost = true
+			sameAddr = sameAddr || o.Port == u.Port
+		}
+	}
+	switch {
+	case !sameHost:
+		return u.Host
+	case !sameAddr:
+		return u.Address()
+	}
+	return fmt.Sprintf("upstream%d", i+1)
 }

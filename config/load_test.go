@@ -54,6 +54,7 @@ func TestDefaults(t *testing.T) {
 		Masquerade: Masquerade{RewriteFrom: true},
 		Listeners:  []Listener{defaultListener("127.0.0.1:25", false), defaultListener("[::1]:25", true)},
 		Upstreams: []Upstream{{
+			Name:           "smtp.example.net",
 			Host:           "smtp.example.net",
 			Port:           587,
 			TLS:            "starttls",
@@ -813,5 +814,39 @@ func defaultListener(addr string, optional bool) Listener {
 		MaxSessionsPerClient: 20,
 		MaxErrors:            10,
 		Timeout:              Duration{5 * time.Minute},
+	}
+}
+
+func TestUpstreamNames(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want []string
+	}{
+		{"host", "[[upstream]]\nhost = \"a.example\"\n[[upstream]]\nhost = \"b.example\"\n",
+			[]string{"a.example", "b.example"}},
+		{"same host, other port", "[[upstream]]\nhost = \"a.example\"\n[[upstream]]\nhost = \"a.example\"\nport = 465\n",
+			[]string{"a.example:587", "a.example:465"}},
+		{"same address: two accounts", "[[upstream]]\nhost = \"a.example\"\n[[upstream]]\nhost = \"a.example\"\n",
+			[]string{"upstream1", "upstream2"}},
+		{"explicit", "[[upstream]]\nname = \"primary\"\nhost = \"a.example\"\n[[upstream]]\nhost = \"a.example\"\n",
+			[]string{"primary", "upstream2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustParse(t, tt.src)
+			var got []string
+			for _, u := range c.Upstreams {
+				got = append(got, u.Name)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("names %q, want %q", got, tt.want)
+			}
+		})
+	}
+
+	_, err := Parse("/etc/outbox/outbox.toml", []byte("[[upstream]]\nname = \"x\"\nhost = \"a.example\"\n[[upstream]]\nname = \"x\"\nhost = \"b.example\"\n"))
+	if want := `outbox.toml:5: upstream[1].name: "x" is already upstream[0]; names must be unique`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("duplicate names: got %v, want %q", err, want)
 	}
 }

@@ -48,8 +48,14 @@ func (l *loader) validate(c *Config) {
 	if len(c.Upstreams) == 0 {
 		l.report("upstream", "", "no [[upstream]] table: at least one upstream smarthost is required")
 	}
+	names := map[string]int{}
 	for i := range c.Upstreams {
-		l.upstream(&c.Upstreams[i], fmt.Sprintf("upstream[%d]", i))
+		u, p := &c.Upstreams[i], fmt.Sprintf("upstream[%d]", i)
+		if j, dup := names[u.Name]; dup {
+			l.errorf(p+".name", "%q is already upstream[%d]; names must be unique", u.Name, j)
+		}
+		names[u.Name] = i
+		l.upstream(u, p)
 	}
 
 	for _, k := range sortedKeys(c.Aliases) {
