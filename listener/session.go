@@ -157,7 +157,7 @@ func (s *session) Data(r io.Reader) (err error) {
 		return s.spoolFailed(err)
 	}
 	s.server.log.Info("queued", "id", env.ID, "from", env.From, "size", env.Size,
-		"nrcpt", len(env.Recipients), "client", s.peer.addr, "uid", env.Origin.LogUID(), userAttr(env.Origin.User), "origin", env.Origin.Kind)
+		"nrcpt", len(env.Recipients), "client", s.peer.addr, env.Origin.UIDAttr(), userAttr(env.Origin.User), "origin", env.Origin.Kind)
 	if s.server.onQueued != nil {
 		s.server.onQueued(env)
 	}

@@ -207,7 +207,7 @@ func (r *Runner) acceptIncoming() error {
 			return nil
 		}
 		r.log.Info("queued", "id", env.ID, "from", env.From, "size", env.Size,
-			"nrcpt", len(env.Recipients), "origin", env.Origin.Kind, "uid", env.Origin.LogUID())
+			"nrcpt", len(env.Recipients), "origin", env.Origin.Kind, env.Origin.UIDAttr())
 		return nil
 	})
 }

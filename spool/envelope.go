@@ -1,6 +1,9 @@
 package spool
 
-import "time"
+import (
+	"log/slog"
+	"time"
+)
 
 // RecipientStatus is where one recipient stands.
 type RecipientStatus string
@@ -56,13 +59,14 @@ type Origin struct {
 	User   string `json:"user,omitempty"` // authenticated user or login name
 }
 
-// LogUID returns the submitting uid for a log attribute: the number, or nil
-// when unknown, so that no pointer is ever logged.
-func (o Origin) LogUID() any {
+// UIDAttr returns the submitting uid as a log attribute "uid", or an empty
+// attribute (which slog leaves out) when unknown, so that no pointer and no
+// "<nil>" is ever logged.
+func (o Origin) UIDAttr() slog.Attr {
 	if o.UID == nil {
-		return nil
+		return slog.Attr{}
 	}
-	return *o.UID
+	return slog.Int("uid", *o.UID)
 }
 
 // Pending returns the addresses still to be delivered.

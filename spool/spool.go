@@ -193,12 +193,12 @@ func (s *Spool) quarantine(st State, name string, why error) {
 		to += "." + NewID(s.now())
 	}
 	if err := os.Rename(from, to); err != nil {
-		s.log.Error("cannot quarantine corrupt record", "file", from, "reason", why, "err", err)
+		s.log.Error("cannot quarantine corrupt record", "id", name, "file", from, "reason", why, "err", err)
 		return
 	}
 	s.syncers[st].sync()
 	s.syncers[Corrupt].sync()
-	s.log.Error("quarantined corrupt record", "file", from, "moved_to", to, "reason", why)
+	s.log.Error("quarantined corrupt record", "id", name, "file", from, "moved_to", to, "reason", why)
 }
 
 // Move renames record id from one state to another, durably. It is how

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/outboxmta/outbox/config"
+	"github.com/outboxmta/outbox/internal/logging"
 )
 
 const usage = `usage: outbox COMMAND [--config FILE] [ARGS]
@@ -156,7 +157,8 @@ func loadConfig(flagPath string, e env) (*config.Config, error) {
 	return cfg, nil
 }
 
-// newLogger logs text lines to w at the configured level.
+// newLogger logs to w at the configured level: text lines, or native
+// journal entries when w is stderr and systemd connected it to the journal.
 func newLogger(w io.Writer, level string) *slog.Logger {
 	log, _ := newLevelLogger(w, level)
 	return log
@@ -167,7 +169,7 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 func newLevelLogger(w io.Writer, level string) (*slog.Logger, *slog.LevelVar) {
 	lv := new(slog.LevelVar)
 	lv.Set(parseLevel(level))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), lv
+	return slog.New(logging.New(w, lv)), lv
 }
 
 // parseLevel reads a [log] level; anything else is info.
