@@ -33,6 +33,9 @@ type Options struct {
 	// can tell a quiet runner from a stuck one (the daemon sets it for the
 	// systemd watchdog). Zero: the loop sleeps until there is work.
 	Heartbeat time.Duration
+	// Observer, if set, is told about accepted drops, delivery attempts
+	// and expiries (for metrics).
+	Observer Observer
 }
 
 // Runner is the background queue runner.
@@ -60,6 +63,9 @@ func New(s *spool.Spool, up Deliverer, p Policy, opts Options, log *slog.Logger)
 	}
 	if opts.Rescan <= 0 {
 		opts.Rescan = time.Minute
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
 	}
 	r := &Runner{
 		spool: s, opts: opts, log: log,
@@ -206,6 +212,7 @@ func (r *Runner) acceptIncoming() error {
 			r.log.Error("cannot accept dropped message", "id", env.ID, "err", err)
 			return nil
 		}
+		r.opts.Observer.Accepted(env.Origin.Kind)
 		r.log.Info("queued", "id", env.ID, "from", env.From, "size", env.Size,
 			"nrcpt", len(env.Recipients), "origin", env.Origin.Kind, env.Origin.UIDAttr())
 		return nil
@@ -255,6 +262,7 @@ func (r *Runner) deliver(ctx context.Context, cur *settings, l *spool.Locked) {
 	start := r.now()
 	results, err := cur.up.Deliver(ctx, msg)
 	now := r.now()
+	defer r.observe(cur.relay, now.Sub(start), env, msg.Recipients)
 	env.Attempts++
 	if err != nil {
 		var ue *upstream.Error
@@ -364,6 +372,7 @@ func countFailed(env *spool.Envelope) int {
 func (r *Runner) expire(l *spool.Locked) {
 	env := l.Envelope()
 	now := r.now()
+	expired := 0
 	why := fmt.Sprintf("expired after %s in the queue", now.Sub(env.Since()).Round(time.Second))
 	if env.LastError != "" {
 		why += "; last error: " + env.LastError
@@ -372,8 +381,10 @@ func (r *Runner) expire(l *spool.Locked) {
 		if rc := &env.Recipients[i]; rc.Status == spool.Pending {
 			rc.Status, rc.Reply, rc.Updated = spool.Failed, why, now
 			r.log.Warn("expired", "id", env.ID, "to", rc.Addr, "reason", why)
+			expired++
 		}
 	}
+	r.opts.Observer.Expired(expired)
 	if err := l.MoveTo(spool.FailedQ); err != nil {
 		r.log.Error("cannot move expired message to failed/", "id", env.ID, "err", err)
 	}

@@ -57,7 +57,7 @@ func queueMain(ctx context.Context, args []string, e env) error {
 		return showMessage(e.stdout, sp, ids[0], *asJSON)
 	case "flush":
 		log := newLogger(e.stderr, cfg.Log.Level)
-		res, err := newRunner(cfg, sp, 0, log).Flush(ctx, ids)
+		res, err := newRunner(cfg, sp, 0, nil, log).Flush(ctx, ids)
 		if err != nil {
 			return err
 		}

@@ -111,6 +111,9 @@ func restartOnly(running, cfg *config.Config) []change {
 	if running.Sendmail.Socket != cfg.Sendmail.Socket {
 		out = append(out, change{"sendmail.socket", running.Sendmail.Socket, cfg.Sendmail.Socket})
 	}
+	if running.Metrics.Address != cfg.Metrics.Address {
+		out = append(out, change{"metrics.address", running.Metrics.Address, cfg.Metrics.Address})
+	}
 	// Listeners are matched by address: reordering them changes nothing.
 	find := func(ls []config.Listener, addr string) int {
 		return slices.IndexFunc(ls, func(l config.Listener) bool { return l.Address == addr })

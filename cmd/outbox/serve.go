@@ -55,10 +55,11 @@ func runnerPolicy(cfg *config.Config) runner.Policy {
 }
 
 // newRunner returns the queue runner for cfg: the daemon's, whose loop
-// wakes at least every heartbeat, or a foreground flush's (heartbeat 0).
-func newRunner(cfg *config.Config, sp *spool.Spool, heartbeat time.Duration, log *slog.Logger) *runner.Runner {
+// wakes at least every heartbeat and which tells obs (metrics, or nil) what
+// it does, or a foreground flush's (heartbeat 0, obs nil).
+func newRunner(cfg *config.Config, sp *spool.Spool, heartbeat time.Duration, obs runner.Observer, log *slog.Logger) *runner.Runner {
 	return runner.New(sp, newUpstream(cfg, log), runnerPolicy(cfg),
-		runner.Options{Relay: cfg.Upstreams[0].Address(), Heartbeat: heartbeat}, log)
+		runner.Options{Relay: cfg.Upstreams[0].Address(), Heartbeat: heartbeat, Observer: obs}, log)
 }
 
 func aliases(cfg *config.Config) address.Aliases {
@@ -86,10 +87,13 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 	// With the systemd watchdog on, the runner's loop wakes often enough
 	// for Alive to tell idle from stuck.
 	wd := watchdogInterval(log)
-	r := newRunner(cfg, sp, wd/4, log)
+	mx := newMetrics(cfg, sp)
+	r := newRunner(cfg, sp, heartbeat(wd, mx != nil), mx.observer(), log)
 
-	srv := listener.New(sp, listenerOptions(cfg),
-		func(env *spool.Envelope) { r.Enqueue(env.ID, env.NextAttempt) }, log)
+	srv := listener.New(sp, listenerOptions(cfg), func(env *spool.Envelope) {
+		r.Enqueue(env.ID, env.NextAttempt)
+		mx.accepted(env.Origin.Kind)
+	}, log)
 	// Every endpoint's policy is in place before any Serve begins: each
 	// Serve adds its own to the server's table, and those updates must not
 	// race to replace one another. This also finds unreadable certificate
@@ -111,6 +115,10 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 			s.l.Close()
 		}
 	}()
+	if err := mx.listen(); err != nil {
+		return err
+	}
+	defer mx.close()
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -121,11 +129,16 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 	context.AfterFunc(ctx, notify.stop)
 	defer notify.stop()
 
-	done := make(chan error, len(sockets)+1)
+	parts := len(sockets) + 1
+	done := make(chan error, parts+1)
 	for _, s := range sockets {
 		go func() { done <- srv.Serve(ctx, s.l, s.ep) }()
 	}
 	go func() { done <- r.Run(ctx) }()
+	if mx != nil {
+		parts++
+		go func() { done <- mx.serve(ctx, r, log) }()
+	}
 	notify.ready(queueStatus(r))
 	go notify.reportStatus(ctx, r)
 	if wd > 0 {
@@ -137,7 +150,7 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 	log.Info("outbox started", "version", version, "spool", cfg.Spool.Dir, "upstream", up.Address())
 
 	var first error
-	for range len(sockets) + 1 {
+	for range parts {
 		err := <-done
 		if err != nil && first == nil {
 			first = err
