@@ -40,6 +40,23 @@ type Config struct {
 	Aliases   map[string]string `toml:"aliases"`
 	Metrics   Metrics           `toml:"metrics"`
 	Log       Log               `toml:"log"`
+	// Airgap moves mail across an air gap in bundle files (outbox queue
+	// export, import, ack; package airgap).
+	Airgap Airgap `toml:"airgap"`
+}
+
+// Airgap is the [airgap] table.
+type Airgap struct {
+	// SigningKeyFile is an ed25519 private key (PEM PKCS #8, as from
+	// `openssl genpkey -algorithm ed25519`) that signs the bundles and
+	// acknowledgements this host writes. Default "": unsigned.
+	SigningKeyFile string `toml:"signing_key_file"`
+	// TrustedKeys are the ed25519 public keys whose bundles and
+	// acknowledgements this host accepts, each the base64 of the key or
+	// the absolute path of a file holding it (PEM or base64). When set,
+	// unsigned and otherwise signed files are refused. Default: none,
+	// anything intact is accepted.
+	TrustedKeys []string `toml:"trusted_keys"`
 }
 
 // Spool is the [spool] table.

@@ -850,3 +850,20 @@ func TestUpstreamNames(t *testing.T) {
 		t.Errorf("duplicate names: got %v, want %q", err, want)
 	}
 }
+
+func TestAirgap(t *testing.T) {
+	const key = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+	c := mustParse(t, upstream+"[airgap]\nsigning_key_file = \"/etc/outbox/airgap.key\"\ntrusted_keys = [\""+key+"\", \"/etc/outbox/peer.pub\"]\n")
+	if c.Airgap.SigningKeyFile != "/etc/outbox/airgap.key" || len(c.Airgap.TrustedKeys) != 2 {
+		t.Errorf("airgap = %+v", c.Airgap)
+	}
+	_, err := parse(t, upstream+"[airgap]\nsigning_key_file = \"airgap.key\"\ntrusted_keys = [\"peer.pub\"]\n")
+	for _, want := range []string{
+		`:4: airgap.signing_key_file: must be an absolute path, got "airgap.key"`,
+		`:5: airgap.trusted_keys[0]: "peer.pub" is neither the base64 of an ed25519 public key nor an absolute path`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
@@ -72,6 +73,21 @@ func (l *loader) validate(c *Config) {
 		}
 	}
 	l.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	l.airgap(&c.Airgap)
+}
+
+func (l *loader) airgap(a *Airgap) {
+	if a.SigningKeyFile != "" {
+		l.absolute("airgap.signing_key_file", a.SigningKeyFile)
+	}
+	for i, k := range a.TrustedKeys {
+		if filepath.IsAbs(k) {
+			continue
+		}
+		if raw, err := base64.StdEncoding.DecodeString(k); err != nil || len(raw) != 32 {
+			l.errorf(fmt.Sprintf("airgap.trusted_keys[%d]", i), "%q is neither the base64 of an ed25519 public key nor an absolute path", k)
+		}
+	}
 }
 
 func (l *loader) listener(c *Config, i int) {

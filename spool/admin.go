@@ -17,7 +17,7 @@ func (s *Spool) Find(id string) (State, error) {
 	if !ValidID(id) {
 		return "", fmt.Errorf("spool: %q is not a queue ID", id)
 	}
-	for _, st := range []State{Queue, Hold, FailedQ, Incoming, Corrupt} {
+	for _, st := range []State{Queue, Hold, FailedQ, Incoming, Corrupt, Exported} {
 		if _, err := os.Lstat(s.path(st, id)); err == nil {
 			return st, nil
 		}
@@ -66,15 +66,16 @@ func (s *Spool) Delete(id string) error {
 	return l.Remove()
 }
 
-// Requeue makes a message due now, from the queue, hold or failed/: failed
-// recipients become pending again and the queue lifetime starts anew.
+// Requeue makes a message due now, from the queue, hold, failed/ or
+// exported/ (a bundle that never arrived): failed recipients become pending
+// again and the queue lifetime starts anew.
 func (s *Spool) Requeue(id string, now time.Time) error {
 	st, err := s.Find(id)
 	if err != nil {
 		return err
 	}
-	if st != Queue && st != Hold && st != FailedQ {
-		return fmt.Errorf("spool: requeue %s: it is in %s/, not in the queue, hold or failed", id, st)
+	if st != Queue && st != Hold && st != FailedQ && st != Exported {
+		return fmt.Errorf("spool: requeue %s: it is in %s/, not in the queue, hold, failed or exported", id, st)
 	}
 	l, err := s.LockIn(st, id)
 	if err != nil {

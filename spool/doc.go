@@ -20,6 +20,8 @@
 //	hold/      records an administrator put on hold
 //	failed/    dead letters: every recipient failed or the lifetime expired
 //	corrupt/   records that failed validation, kept for inspection
+//	exported/  records written into an air-gap bundle, kept until the
+//	           importing side acknowledges them (package airgap)
 //
 // Files are named by their queue ID. Temporary files start with "tmp-" and are
 // never read as records.

@@ -32,6 +32,9 @@ type Envelope struct {
 	// Requeued is when an administrator last put the message back in the
 	// queue; the queue lifetime counts from then.
 	Requeued time.Time `json:"requeued,omitzero"`
+	// Imported is set on a message that crossed an air gap (outbox queue
+	// import); the queue lifetime counts from its import.
+	Imported *Imported `json:"imported,omitempty"`
 
 	Attempts    int       `json:"attempts"`
 	NextAttempt time.Time `json:"next_attempt"`
@@ -57,6 +60,14 @@ type Origin struct {
 	UID    *int   `json:"uid,omitempty"`    // submitting user, when known
 	Helo   string `json:"helo,omitempty"`
 	User   string `json:"user,omitempty"` // authenticated user or login name
+}
+
+// Imported says where a message imported from an air-gap bundle came from.
+type Imported struct {
+	At     time.Time `json:"at"`
+	Source string    `json:"source"` // the exporting host
+	ID     string    `json:"id"`     // the message's queue ID there
+	Bundle string    `json:"bundle"`
 }
 
 // UIDAttr returns the submitting uid as a log attribute "uid", or an empty
@@ -91,10 +102,14 @@ func (e *Envelope) Done() bool {
 }
 
 // Since returns when the message's time in the queue started: its arrival,
-// or its last requeue.
+// its import across an air gap, or its last requeue, whichever is latest.
 func (e *Envelope) Since() time.Time {
-	if e.Requeued.After(e.Arrived) {
-		return e.Requeued
+	t := e.Arrived
+	if e.Imported != nil && e.Imported.At.After(t) {
+		t = e.Imported.At
 	}
-	return e.Arrived
+	if e.Requeued.After(t) {
+		t = e.Requeued
+	}
+	return t
 }

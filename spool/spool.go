@@ -23,9 +23,13 @@ const (
 	Hold     State = "hold"
 	FailedQ  State = "failed"
 	Corrupt  State = "corrupt"
+	// Exported holds records written into an air-gap bundle (package
+	// airgap) until the importing side acknowledges them: never
+	// delivered, never expired.
+	Exported State = "exported"
 )
 
-var states = []State{Incoming, Queue, Hold, FailedQ, Corrupt}
+var states = []State{Incoming, Queue, Hold, FailedQ, Corrupt, Exported}
 
 // tmpPrefix starts the name of every file still being written.
 const tmpPrefix = "tmp-"

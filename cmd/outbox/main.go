@@ -30,7 +30,10 @@ commands:
   queue hold ID...       stop delivery until released
   queue release ID...    put held mail back in the queue
   queue delete ID...     remove mail without delivering it
-  queue requeue ID...    retry now, also mail from failed/
+  queue requeue ID...    retry now, also mail from failed/ or exported/
+  queue export (--all | ID...) --to FILE   write queued mail to an air-gap bundle
+  queue import FILE      queue the mail of a bundle (once), write its .ack
+  queue ack FILE         delete the exported mail an acknowledgement names
   check [--config-only]  validate the configuration and test the upstream
   check-config           same as check --config-only
   version                print the version
@@ -112,9 +115,12 @@ func exitCode(e env, cmd string, err error) int {
 	fmt.Fprintf(e.stderr, "outbox %s: %v\n", cmd, err)
 	var ue usageError
 	var ce configError
+	var de dataError
 	switch {
 	case errors.As(err, &ue), errors.Is(err, flag.ErrHelp):
 		return 64
+	case errors.As(err, &de):
+		return 65
 	case errors.As(err, &ce):
 		return 78
 	}

@@ -14,11 +14,15 @@ import (
 	"github.com/outboxmta/outbox/spool"
 )
 
-const queueUsage = "usage: outbox queue list|show|flush|hold|release|delete|requeue [--json] [ID...]"
+const queueUsage = "usage: outbox queue list|show|flush|hold|release|delete|requeue|export|import|ack [--json] [ID...]"
 
 func queueMain(ctx context.Context, args []string, e env) error {
 	if len(args) == 0 {
 		return usageError{queueUsage}
+	}
+	switch args[0] {
+	case "export", "import", "ack":
+		return airgapMain(ctx, args, e)
 	}
 	fs, path := flags("queue "+args[0], e)
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
@@ -37,7 +41,7 @@ func queueMain(ctx context.Context, args []string, e env) error {
 	}
 	switch args[0] {
 	case "list":
-		states := []spool.State{spool.Queue, spool.Hold, spool.Incoming}
+		states := []spool.State{spool.Queue, spool.Hold, spool.Incoming, spool.Exported}
 		if *failed {
 			states = []spool.State{spool.FailedQ}
 		}
@@ -141,7 +145,8 @@ func writeJSON(w io.Writer, v any) error {
 
 // writeMailq prints entries in Postfix's mailq layout, which admins and
 // their scripts know: "!" marks held mail, "*" mail being delivered is not
-// shown separately here.
+// shown separately here. "@" marks mail exported to an air-gap bundle and
+// waiting for its acknowledgement.
 func writeMailq(w io.Writer, entries []queueEntry) {
 	if len(entries) == 0 {
 		fmt.Fprintln(w, "Mail queue is empty")
@@ -151,8 +156,11 @@ func writeMailq(w io.Writer, entries []queueEntry) {
 	var total int64
 	for _, q := range entries {
 		mark := " "
-		if q.State == string(spool.Hold) {
+		switch q.State {
+		case string(spool.Hold):
 			mark = "!"
+		case string(spool.Exported):
+			mark = "@"
 		}
 		from := q.From
 		if from == "" {
@@ -183,7 +191,7 @@ func writeMailq(w io.Writer, entries []queueEntry) {
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func showMessage(w io.Writer, sp *spool.Spool, id string, asJSON bool) error {
-	for _, st := range []spool.State{spool.Queue, spool.Hold, spool.FailedQ, spool.Incoming} {
+	for _, st := range []spool.State{spool.Queue, spool.Hold, spool.FailedQ, spool.Incoming, spool.Exported} {
 		env, body, err := sp.Read(st, id)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {

@@ -139,6 +139,7 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 		parts++
 		go func() { done <- mx.serve(ctx, r, log) }()
 	}
+	watchImports(ctx, sp, r)
 	notify.ready(queueStatus(r))
 	go notify.reportStatus(ctx, r)
 	if wd > 0 {

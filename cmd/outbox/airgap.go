@@ -1,0 +1,246 @@
+package main
+
+// outbox queue export, import and ack: mail across an air gap in bundle
+// files (package airgap).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/outboxmta/outbox/airgap"
+	"github.com/outboxmta/outbox/config"
+	"github.com/outboxmta/outbox/runner"
+	"github.com/outboxmta/outbox/spool"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	exportUsage = "usage: outbox queue export (--all [--again] | ID...) --to FILE [--json]"
+	importUsage = "usage: outbox queue import [--ack FILE] [--json] FILE"
+	ackUsage    = "usage: outbox queue ack FILE"
+)
+
+// dataError is input that cannot be used, such as a damaged bundle: exit
+// status 65 (EX_DATAERR).
+type dataError struct{ err error }
+
+func (d dataError) Error() string { return d.err.Error() }
+func (d dataError) Unwrap() error { return d.err }
+
+// asDataError marks the errors of refused bundles and acknowledgements.
+func asDataError(err error) error {
+	if errors.Is(err, airgap.ErrRefused) {
+		return dataError{err}
+	}
+	return err
+}
+
+func airgapMain(ctx context.Context, args []string, e env) error {
+	fs, path := flags("queue "+args[0], e)
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	var all, again *bool
+	var to, ack *string
+	switch args[0] {
+	case "export":
+		all = fs.Bool("all", false, "export every message in the queue")
+		again = fs.Bool("again", false, "with --all: also what was exported before and not acknowledged")
+		to = fs.String("to", "", "the bundle `file` to write (never replaced)")
+	case "import":
+		ack = fs.String("ack", "", "where to write the acknowledgement (default: beside the bundle, .ack)")
+	}
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path, e)
+	if err != nil {
+		return err
+	}
+	keys, err := airgap.LoadKeys(cfg.Airgap.SigningKeyFile, cfg.Airgap.TrustedKeys)
+	if err != nil {
+		return configError{err}
+	}
+	sp, err := spool.Open(cfg.Spool.Dir, nil)
+	if err != nil {
+		return err
+	}
+	o := airgapOptions(cfg, keys, newLogger(e.stderr, "warn"))
+	switch args[0] {
+	case "export":
+		if *to == "" || *all == (len(pos) > 0) || *again && !*all {
+			return usageError{exportUsage}
+		}
+		return exportCmd(ctx, e, sp, o, pos, *all, *again, *to, *asJSON)
+	case "import":
+		if len(pos) != 1 {
+			return usageError{importUsage}
+		}
+		return importCmd(ctx, e, sp, o, pos[0], *ack, *asJSON)
+	default:
+		if len(pos) != 1 {
+			return usageError{ackUsage}
+		}
+		return ackCmd(e, sp, o, pos[0])
+	}
+}
+
+func airgapOptions(cfg *config.Config, keys *airgap.Keys, log *slog.Logger) airgap.Options {
+	return airgap.Options{Host: cfg.Hostname, Keys: keys, Log: log,
+		// A day past the lifetime: a bundle carried back and forth for
+		// longer than the queue would keep its mail is rare enough.
+		Keep: cfg.Spool.Lifetime.Duration + 24*time.Hour}
+}
+
+func exportCmd(ctx context.Context, e env, sp *spool.Spool, o airgap.Options, ids []string, all, again bool, to string, asJSON bool) error {
+	if all {
+		var err error
+		if ids, err = airgap.Select(sp, again); err != nil {
+			return err
+		}
+	}
+	for _, id := range ids {
+		if !all {
+			if st, err := sp.Find(id); err != nil {
+				return err
+			} else if st != spool.Queue && st != spool.Exported {
+				return fmt.Errorf("%s is in %s/; only queued or exported mail is exported", id, st)
+			}
+		}
+	}
+	p := newProgress(e, "exporting")
+	o.Progress = p.update
+	res, err := airgap.Export(ctx, sp, ids, to, o)
+	p.done()
+	if errors.Is(err, airgap.ErrNothing) {
+		fmt.Fprintln(e.stderr, "outbox queue export: nothing to export; no file written")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(e.stdout, res)
+	}
+	fmt.Fprintf(e.stdout, "exported %d messages to %s (bundle %s, %d bytes)", res.Messages, res.File, res.Bundle, res.Bytes)
+	if res.Skipped > 0 {
+		fmt.Fprintf(e.stdout, "; %d skipped (being delivered or gone; export them again later)", res.Skipped)
+	}
+	fmt.Fprintln(e.stdout)
+	return nil
+}
+
+// ackPath is where an import writes its acknowledgement by default: beside
+// the bundle.
+func ackPath(bundle string) string {
+	return strings.TrimSuffix(bundle, filepath.Ext(bundle)) + ".ack"
+}
+
+func importCmd(ctx context.Context, e env, sp *spool.Spool, o airgap.Options, file, ack string, asJSON bool) error {
+	if ack == "" {
+		ack = ackPath(file)
+	}
+	// Find out before queueing anything whether the acknowledgement can
+	// be written.
+	if err := canCreate(filepath.Dir(ack)); err != nil {
+		return fmt.Errorf("cannot write the acknowledgement %s: %w (choose another place with --ack)", ack, err)
+	}
+	p := newProgress(e, "importing")
+	o.Progress = p.update
+	res, err := airgap.Import(ctx, sp, file, o)
+	p.done()
+	if err != nil {
+		return asDataError(err)
+	}
+	if err := airgap.AckFor(res, o.Host, time.Now()).Write(ack, o.Keys); err != nil {
+		return fmt.Errorf("%d messages queued, but %w; importing the bundle again writes it and queues nothing twice", res.Queued, err)
+	}
+	if asJSON {
+		return writeJSON(e.stdout, struct {
+			*airgap.ImportResult
+			Ack string `json:"ack"`
+		}{res, ack})
+	}
+	fmt.Fprintf(e.stdout, "imported bundle %s from %s: %d messages, %d queued, %d imported before; acknowledgement %s\n",
+		res.Bundle, res.Source, res.Messages, res.Queued, res.Duplicates, ack)
+	return nil
+}
+
+func canCreate(dir string) error {
+	f, err := os.CreateTemp(dir, ".outbox-ack-check-")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+func ackCmd(e env, sp *spool.Spool, o airgap.Options, file string) error {
+	a, err := airgap.ReadAck(file, o.Keys)
+	if err != nil {
+		return asDataError(err)
+	}
+	removed, err := a.Apply(sp, o.Host)
+	if err != nil {
+		return asDataError(err)
+	}
+	fmt.Fprintf(e.stdout, "bundle %s acknowledged by %s: %d messages deleted from exported/", a.Bundle, a.Importer, len(removed))
+	if n := len(a.IDs) - len(removed); n > 0 {
+		fmt.Fprintf(e.stdout, ", %d not in exported/ (acknowledged before or requeued)", n)
+	}
+	fmt.Fprintln(e.stdout)
+	return nil
+}
+
+// progress draws a one-line progress report on a terminal, a few times a
+// second; elsewhere it does nothing.
+type progress struct {
+	w    io.Writer
+	verb string
+	last time.Time
+	line bool
+}
+
+func newProgress(e env, verb string) *progress {
+	p := &progress{verb: verb}
+	if f, ok := e.stderr.(*os.File); ok && isTerminal(f) {
+		p.w = f
+	}
+	return p
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func (p *progress) update(pr airgap.Progress) {
+	if p.w == nil || time.Since(p.last) < 200*time.Millisecond {
+		return
+	}
+	p.last, p.line = time.Now(), true
+	switch {
+	case pr.Total > 0:
+		fmt.Fprintf(p.w, "\r%s: %d/%d messages, %.1f MB ", p.verb, pr.Messages, pr.Total, float64(pr.Bytes)/1e6)
+	case pr.TotalBytes > 0:
+		fmt.Fprintf(p.w, "\r%s: %d messages, %.0f%% ", p.verb, pr.Messages, 100*float64(pr.Bytes)/float64(pr.TotalBytes))
+	}
+}
+
+func (p *progress) done() {
+	if p.line {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// watchImports makes the daemon's runner take up at once the mail that
+// `outbox queue import` (or the daemon's own import) queued.
+func watchImports(ctx context.Context, sp *spool.Spool, r *runner.Runner) {
+	go airgap.WatchImports(ctx, sp.Root(), 2*time.Second, func(id string) { r.Enqueue(id, time.Now()) })
+}
