@@ -154,7 +154,9 @@ type Upstream struct {
 	PasswordFile    string   `toml:"password_file"`
 	PasswordCommand []string `toml:"password_command"`
 	// Auth is "auto" (default when a username is set), "plain", "login",
-	// "cram-md5", "xoauth2" or "none".
+	// "cram-md5", "xoauth2", "oauthbearer" or "none". The bearer
+	// mechanisms take the token from the password settings, read afresh
+	// for every connection.
 	Auth               string `toml:"auth"`
 	AllowPlaintextAuth bool   `toml:"allow_plaintext_auth"`
 

@@ -265,7 +265,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "upstream auth",
 			src:  upstream + "username = \"u\"\npassword = \"p\"\nauth = \"digest-md5\"\n",
-			want: []string{f + `:5: upstream[0].auth: unknown value "digest-md5" (want auto, plain, login, cram-md5, xoauth2 or none)`},
+			want: []string{f + `:5: upstream[0].auth: unknown value "digest-md5" (want auto, plain, login, cram-md5, xoauth2, oauthbearer or none)`},
 		},
 		{
 			name: "two password sources",

@@ -161,7 +161,7 @@ func (l *loader) upstream(u *Upstream, p string) {
 		l.errorf(p+".port", "%d is out of range 1..65535", u.Port)
 	}
 	l.oneOf(p+".tls", u.TLS, "implicit", "starttls", "opportunistic", "none")
-	authOK := l.oneOf(p+".auth", u.Auth, "auto", "plain", "login", "cram-md5", "xoauth2", "none")
+	authOK := l.oneOf(p+".auth", u.Auth, "auto", "plain", "login", "cram-md5", "xoauth2", "oauthbearer", "none")
 
 	var secrets []string
 	if u.Password != "" {

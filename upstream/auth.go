@@ -1,25 +1,56 @@
 package upstream
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/md5"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/emersion/go-sasl"
+
+	"github.com/outboxmta/outbox/config"
 )
 
 // Values of config.Upstream.Auth.
 const (
-	authNone    = "none"
-	authAuto    = "auto"
-	authPlain   = "plain"
-	authLogin   = "login"
-	authCRAMMD5 = "cram-md5"
-	authXOAuth2 = "xoauth2"
+	authNone        = "none"
+	authAuto        = "auto"
+	authPlain       = "plain"
+	authLogin       = "login"
+	authCRAMMD5     = "cram-md5"
+	authXOAuth2     = "xoauth2"
+	authOAuthBearer = "oauthbearer"
 )
+
+// TokenSource gives the bearer token for XOAUTH2 and OAUTHBEARER. The
+// client asks for one on every connection, so a source caches and
+// refreshes as it sees fit; oauth.Source is one. Its errors must not
+// contain secrets: they are logged and stored with the message.
+type TokenSource interface {
+	Token(ctx context.Context) (string, error)
+}
+
+// tokenInvalidator is implemented by a TokenSource whose cached token can
+// be dropped after the server refused it, so the next connection fetches
+// a new one instead of failing until the cached one expires.
+type tokenInvalidator interface {
+	Invalidate(token string)
+}
+
+// passwordToken is the TokenSource without an [upstream.oauth2] table:
+// the token is read like a password (password, password_file or
+// password_command, msmtp's passwordeval style), afresh on every
+// connection, so an outside helper that refreshes the file or prints a
+// new token is always picked up.
+type passwordToken config.Upstream
+
+func (p *passwordToken) Token(ctx context.Context) (string, error) {
+	return password(ctx, config.Upstream(*p))
+}
 
 // chooseMech picks the SASL mechanism (upper case, as on the wire) for the
 // configured auth setting from what the server advertised.
@@ -45,7 +76,7 @@ func chooseMech(auth string, advertised []string, encrypted bool) (string, error
 		if !encrypted {
 			want = []string{"CRAM-MD5", "PLAIN", "LOGIN"}
 		}
-	case authPlain, authLogin, authCRAMMD5:
+	case authPlain, authLogin, authCRAMMD5, authXOAuth2, authOAuthBearer:
 		want = []string{strings.ToUpper(auth)}
 	default:
 		return "", fmt.Errorf("unsupported auth setting %q", auth)
@@ -62,9 +93,12 @@ func chooseMech(auth string, advertised []string, encrypted bool) (string, error
 		strings.Join(advertised, " "), auth, strings.Join(want, " or "))
 }
 
-// saslClient returns the client for mech, as chosen by chooseMech.
+// saslClient returns the client for mech, as chosen by chooseMech; for the
+// bearer mechanisms password is the token.
 func saslClient(mech, username, password string) sasl.Client {
 	switch mech {
+	case "XOAUTH2", "OAUTHBEARER":
+		return &bearerClient{mech: mech, username: username, token: password}
 	case "PLAIN":
 		return sasl.NewPlainClient("", username, password)
 	case "LOGIN":
@@ -120,6 +154,52 @@ func (a *cramMD5Client) Next(challenge []byte) ([]byte, error) {
 	return []byte(a.username + " " + cramMD5(a.password, challenge)), nil
 }
 
+// bearerClient implements XOAUTH2 (Google's and Microsoft's) and
+// OAUTHBEARER (RFC 7628). Both send the token in the initial response. On
+// failure the server sends a 334 challenge holding a base64 JSON error,
+// expects a dummy answer (an empty line for XOAUTH2, %x01 for
+// OAUTHBEARER) and only then sends its final 5xx, which is what we want
+// to report, so Next answers instead of failing (go-sasl's OAUTHBEARER
+// client fails, which cancels with "*" and loses the server's reply).
+type bearerClient struct {
+	mech, username, token string
+	challenge             []byte // the server's error details, if any
+}
+
+func (a *bearerClient) Start() (string, []byte, error) {
+	if a.mech == "XOAUTH2" {
+		return a.mech, []byte("user=" + a.username + "\x01auth=Bearer " + a.token + "\x01\x01"), nil
+	}
+	// RFC 7628 section 3.1: gs2 header with the authorization identity,
+	// then the key/value pairs; ",", "=" in the name are escaped (RFC 5801).
+	authzid := strings.NewReplacer("=", "=3D", ",", "=2C").Replace(a.username)
+	return a.mech, []byte("n,a=" + authzid + ",\x01auth=Bearer " + a.token + "\x01\x01"), nil
+}
+
+func (a *bearerClient) Next(challenge []byte) ([]byte, error) {
+	if a.challenge != nil {
+		return nil, sasl.ErrUnexpectedServerChallenge
+	}
+	a.challenge = append([]byte{}, challenge...)
+	if a.mech == "XOAUTH2" {
+		return []byte{}, nil
+	}
+	return []byte{0x01}, nil
+}
+
+// errorDetails summarises the server's JSON error challenge, "" if none:
+// {"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}.
+func (a *bearerClient) errorDetails() string {
+	var e struct{ Status, Scope string }
+	if a.challenge == nil || json.Unmarshal(a.challenge, &e) != nil || e.Status == "" {
+		return ""
+	}
+	if e.Scope != "" {
+		return fmt.Sprintf("token status %s, scope %s", e.Status, e.Scope)
+	}
+	return "token status " + e.Status
+}
+
 func cramMD5(password string, challenge []byte) string {
 	h := hmac.New(md5.New, []byte(password))
 	h.Write(challenge)
@@ -137,9 +217,6 @@ func (s *session) auth() error {
 	fail := func(text string) error {
 		return &Error{Op: "auth", Temporary: true, Text: text}
 	}
-	if cfg.Auth == authXOAuth2 {
-		return fail(`auth = "xoauth2" is not implemented yet`)
-	}
 	if s.tls == nil && !cfg.AllowPlaintextAuth {
 		return fail(`credentials not sent over an unencrypted connection (set tls = "starttls" or "implicit", or allow_plaintext_auth = true)`)
 	}
@@ -151,15 +228,59 @@ func (s *session) auth() error {
 	if err != nil {
 		return &Error{Op: "auth", Temporary: true, Text: clean(err.Error()), Err: err}
 	}
-	// Fetched only now, so a password_command runs only when needed.
-	pw, err := password(s.ctx, cfg)
+	// Fetched only now, so a password_command runs (and a token is
+	// refreshed) only when needed.
+	var tokens TokenSource
+	if mech == "XOAUTH2" || mech == "OAUTHBEARER" {
+		tokens = s.c.Tokens
+		if tokens == nil {
+			tokens = (*passwordToken)(&cfg)
+		}
+	}
+	var pw string
+	if tokens != nil {
+		pw, err = tokens.Token(s.ctx)
+	} else {
+		pw, err = password(s.ctx, cfg)
+	}
 	if err != nil {
 		return newError(s.ctx, "credentials", err)
 	}
 	s.log.Debug("authenticating", "mechanism", mech, "username", cfg.Username)
-	if err := s.sc.Auth(saslClient(mech, cfg.Username, pw)); err != nil {
-		return s.fail("auth", err)
+	sc := saslClient(mech, cfg.Username, pw)
+	if err := s.sc.Auth(sc); err != nil {
+		e := s.fail("auth", err)
+		if bc, ok := sc.(*bearerClient); ok {
+			if d := bc.errorDetails(); d != "" {
+				e.Text += " (" + d + ")"
+			}
+			if inv, ok := tokens.(tokenInvalidator); ok && e.Code >= 500 {
+				inv.Invalidate(pw)
+			}
+		}
+		if h := authHint(e); h != "" {
+			e.Text += "; " + h
+		}
+		return e
 	}
 	s.mech = mech
 	return nil
+}
+
+// authHint explains the replies providers give once they have turned off
+// password authentication, which otherwise read like a wrong password.
+func authHint(e *Error) string {
+	if e.Code < 500 {
+		return ""
+	}
+	text := strings.ToLower(e.Text)
+	switch {
+	case e.Enhanced == "5.7.139", e.Enhanced == "5.7.30",
+		strings.Contains(text, "basic authentication is disabled"),
+		strings.Contains(text, "basic authentication is not supported"):
+		return `the provider has turned off password (basic) authentication: switch to OAuth2 with auth = "xoauth2" and an [upstream.oauth2] table (README: "Microsoft 365")`
+	case e.Enhanced == "5.7.9" && strings.Contains(text, "application-specific password"):
+		return `the account needs an app password or OAuth2: use auth = "xoauth2" with an [upstream.oauth2] table (README: "Google Workspace / Gmail")`
+	}
+	return ""
 }

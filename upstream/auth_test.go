@@ -49,7 +49,6 @@ func TestAuth(t *testing.T) {
 		{name: "mechanism not offered", tls: "starttls", auth: "cram-md5", mechs: []string{"PLAIN"}, password: "s3cret", wantErr: "auth", wantText: "server offers PLAIN"},
 		{name: "plaintext refused", tls: "none", auth: "plain", password: "s3cret", wantErr: "auth", wantText: "unencrypted"},
 		{name: "plaintext allowed", tls: "none", auth: "plain", plainOK: true, password: "s3cret", wantMech: "PLAIN", wantTries: 1},
-		{name: "xoauth2 not yet", tls: "starttls", auth: "xoauth2", password: "s3cret", wantErr: "auth", wantText: "not implemented"},
 		{name: "no password", tls: "starttls", auth: "plain", wantErr: "credentials", wantText: "no password"},
 		{name: "unreadable password_file", tls: "starttls", auth: "plain", pwFile: "/nonexistent/pw", wantErr: "credentials", wantText: "password_file"},
 	}
@@ -116,6 +115,9 @@ func TestChooseMech(t *testing.T) {
 		{"login", "PLAIN", true, "", "server offers PLAIN"},
 		{"auto", "SCRAM-SHA-256 XOAUTH2", true, "", "server offers SCRAM-SHA-256 XOAUTH2"},
 		{"auto", "", true, "", "does not offer AUTH"},
+		{"xoauth2", "PLAIN xoauth2 OAUTHBEARER", true, "XOAUTH2", ""},
+		{"oauthbearer", "PLAIN XOAUTH2 OAUTHBEARER", true, "OAUTHBEARER", ""},
+		{"xoauth2", "PLAIN LOGIN", true, "", "needs XOAUTH2"},
 	}
 	for _, tt := range tests {
 		got, err := chooseMech(tt.auth, strings.Fields(tt.offered), tt.encrypted)

@@ -50,6 +50,10 @@ type Client struct {
 	// AUTH secrets and message data left out. Set it before first use.
 	// Meant for `outbox check`: concurrent attempts interleave their lines.
 	Trace io.Writer
+	// Tokens, if not nil, gives the bearer token for auth = "xoauth2" or
+	// "oauthbearer", once per connection; nil reads it like a password.
+	// Set it before first use.
+	Tokens TokenSource
 
 	cfg     config.Upstream
 	hello   string

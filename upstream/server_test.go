@@ -39,8 +39,9 @@ type txn struct {
 // backend is a go-smtp Backend that records what it sees and answers as
 // configured.
 type backend struct {
-	users   map[string]string // AUTH is offered when non-nil
-	mechs   []string          // default PLAIN LOGIN CRAM-MD5
+	users   map[string]string             // AUTH is offered when non-nil
+	bearer  func(user, token string) bool // accepts XOAUTH2/OAUTHBEARER tokens
+	mechs   []string                      // default PLAIN LOGIN CRAM-MD5
 	mailErr error
 	rcptErr map[string]error
 	dataErr error
@@ -100,6 +101,8 @@ func (s *srvSession) Auth(mech string) (sasl.Server, error) {
 		return &loginServer{check: check}, nil
 	case "CRAM-MD5":
 		return &cramServer{users: s.be.users, check: func(u string) { s.user = u }}, nil
+	case "XOAUTH2", sasl.OAuthBearer:
+		return newBearerServer(mech, s.be.bearer, func(u string) { s.user = u }), nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
