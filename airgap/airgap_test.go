@@ -229,11 +229,46 @@ func TestLoadKeys(t *testing.T) {
 	}
 }
 
+// needTool skips a test whose Debian tool is missing, except in CI
+// (.ci/run installs it).
+func needTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is missing", name)
+		}
+		t.Skipf("%s is not installed", name)
+	}
+}
+
+// Keys made as the README says, with openssl, sign and verify.
+func TestOpenSSLKeys(t *testing.T) {
+	needTool(t, "openssl")
+	dir := t.TempDir()
+	key, pub := filepath.Join(dir, "airgap.key"), filepath.Join(dir, "airgap.pub")
+	for _, args := range [][]string{
+		{"genpkey", "-algorithm", "ed25519", "-out", key},
+		{"pkey", "-in", key, "-pubout", "-out", pub},
+	} {
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, out)
+		}
+	}
+	os.Chmod(key, 0o600)
+	k, err := LoadKeys(key, []string{pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iso, con := openSpool(t), openSpool(t)
+	queue(t, iso, 1)
+	if _, err := Import(context.Background(), con, export(t, iso, Options{Host: "iso.test", Keys: k}), Options{Host: "con.test", Keys: k}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Ordinary tools read a bundle: tar lists its entries.
 func TestBundleIsATarArchive(t *testing.T) {
-	if _, err := exec.LookPath("tar"); err != nil {
-		t.Skip("no tar")
-	}
+	needTool(t, "tar")
 	sp := openSpool(t)
 	sent := queue(t, sp, 2)
 	out, err := exec.Command("tar", "tf", export(t, sp, Options{Host: "iso.test"})).CombinedOutput()

@@ -66,6 +66,7 @@ type Progress struct {
 // Options are what export and import need from the configuration.
 type Options struct {
 	Host     string        // this host: a bundle's source, an ack's importer
+	BundleID string        // for Export: the new bundle's ID; default a new one
 	Keys     *Keys         // nil: no signing, no trust policy
 	Keep     time.Duration // import journal retention, at least the queue lifetime; 0: 30 days
 	Log      *slog.Logger
@@ -138,7 +139,10 @@ func Export(ctx context.Context, sp *spool.Spool, ids []string, file string, o O
 		return nil, fmt.Errorf("airgap: %s already exists", file)
 	}
 	created := o.now().UTC().Truncate(time.Second)
-	res := &ExportResult{Bundle: spool.NewID(created), File: file}
+	res := &ExportResult{Bundle: o.BundleID, File: file}
+	if !spool.ValidID(res.Bundle) {
+		res.Bundle = spool.NewID(created)
+	}
 	tmp := filepath.Join(filepath.Dir(file), "."+filepath.Base(file)+".part")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {

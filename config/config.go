@@ -57,6 +57,22 @@ type Airgap struct {
 	// unsigned and otherwise signed files are refused. Default: none,
 	// anything intact is accepted.
 	TrustedKeys []string `toml:"trusted_keys"`
+
+	// ExportDir, on the isolated side, is where the daemon writes a bundle
+	// of everything queued every ExportInterval (default 1m), each file
+	// appearing whole (written under a dot name, then renamed). With it
+	// set, no [[upstream]] is needed: mail leaves only by export.
+	ExportDir      string   `toml:"export_dir"`
+	ExportInterval Duration `toml:"export_interval"`
+	// ImportDir, on the connected side, is polled every ImportInterval
+	// (default 5s) for bundles, which are imported and moved to done/ or
+	// refused/ under it. Files whose names start with a dot or end in
+	// .part or .tmp, and files still growing, are left for later.
+	ImportDir      string   `toml:"import_dir"`
+	ImportInterval Duration `toml:"import_interval"`
+	// AckDir is where the daemon's imports write their acknowledgements
+	// (a return link, say). Default: ImportDir/done, beside the bundle.
+	AckDir string `toml:"ack_dir"`
 }
 
 // Spool is the [spool] table.

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -138,6 +139,12 @@ func (l *loader) defaults(c *Config) {
 
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
+	}
+
+	l.defaultDuration(&c.Airgap.ExportInterval, "airgap.export_interval", time.Minute)
+	l.defaultDuration(&c.Airgap.ImportInterval, "airgap.import_interval", 5*time.Second)
+	if c.Airgap.AckDir == "" && c.Airgap.ImportDir != "" {
+		c.Airgap.AckDir = filepath.Join(c.Airgap.ImportDir, "done")
 	}
 }
 

@@ -64,7 +64,8 @@ func TestDefaults(t *testing.T) {
 			CommandTimeout: Duration{5 * time.Minute},
 			DataTimeout:    Duration{10 * time.Minute},
 		}},
-		Log: Log{Level: "info"},
+		Log:    Log{Level: "info"},
+		Airgap: Airgap{ExportInterval: Duration{time.Minute}, ImportInterval: Duration{5 * time.Second}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
@@ -857,10 +858,21 @@ func TestAirgap(t *testing.T) {
 	if c.Airgap.SigningKeyFile != "/etc/outbox/airgap.key" || len(c.Airgap.TrustedKeys) != 2 {
 		t.Errorf("airgap = %+v", c.Airgap)
 	}
-	_, err := parse(t, upstream+"[airgap]\nsigning_key_file = \"airgap.key\"\ntrusted_keys = [\"peer.pub\"]\n")
+	if c.Airgap.ExportInterval.Duration != time.Minute || c.Airgap.ImportInterval.Duration != 5*time.Second || c.Airgap.AckDir != "" {
+		t.Errorf("airgap defaults = %+v", c.Airgap)
+	}
+	// An isolated relay needs no upstream; imports acknowledge beside
+	// the bundles by default.
+	c = mustParse(t, "[airgap]\nexport_dir = \"/var/spool/outbox-export\"\nimport_dir = \"/srv/in\"\n")
+	if len(c.Upstreams) != 0 || c.Airgap.AckDir != "/srv/in/done" {
+		t.Errorf("airgap = %+v", c.Airgap)
+	}
+	_, err := parse(t, upstream+"[airgap]\nsigning_key_file = \"airgap.key\"\ntrusted_keys = [\"peer.pub\"]\nimport_dir = \"in\"\nimport_interval = \"0s\"\n")
 	for _, want := range []string{
 		`:4: airgap.signing_key_file: must be an absolute path, got "airgap.key"`,
 		`:5: airgap.trusted_keys[0]: "peer.pub" is neither the base64 of an ed25519 public key nor an absolute path`,
+		`:6: airgap.import_dir: must be an absolute path, got "in"`,
+		`:7: airgap.import_interval: must be longer than zero`,
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)

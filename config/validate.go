@@ -46,7 +46,7 @@ func (l *loader) validate(c *Config) {
 		l.listener(c, i)
 	}
 
-	if len(c.Upstreams) == 0 {
+	if len(c.Upstreams) == 0 && c.Airgap.ExportDir == "" {
 		l.report("upstream", "", "no [[upstream]] table: at least one upstream smarthost is required")
 	}
 	names := map[string]int{}
@@ -77,9 +77,14 @@ func (l *loader) validate(c *Config) {
 }
 
 func (l *loader) airgap(a *Airgap) {
-	if a.SigningKeyFile != "" {
-		l.absolute("airgap.signing_key_file", a.SigningKeyFile)
+	for key, path := range map[string]string{"signing_key_file": a.SigningKeyFile,
+		"export_dir": a.ExportDir, "import_dir": a.ImportDir, "ack_dir": a.AckDir} {
+		if path != "" {
+			l.absolute("airgap."+key, path)
+		}
 	}
+	l.positive("airgap.export_interval", a.ExportInterval)
+	l.positive("airgap.import_interval", a.ImportInterval)
 	for i, k := range a.TrustedKeys {
 		if filepath.IsAbs(k) {
 			continue

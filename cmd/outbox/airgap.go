@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/outboxmta/outbox/config"
 	"github.com/outboxmta/outbox/runner"
 	"github.com/outboxmta/outbox/spool"
+	"github.com/outboxmta/outbox/upstream"
 	"golang.org/x/sys/unix"
 )
 
@@ -239,8 +241,167 @@ func (p *progress) done() {
 	}
 }
 
-// watchImports makes the daemon's runner take up at once the mail that
-// `outbox queue import` (or the daemon's own import) queued.
-func watchImports(ctx context.Context, sp *spool.Spool, r *runner.Runner) {
-	go airgap.WatchImports(ctx, sp.Root(), 2*time.Second, func(id string) { r.Enqueue(id, time.Now()) })
+// noUpstream is the deliverer of a relay without [[upstream]]: its mail
+// waits in the queue for the next export.
+type noUpstream struct{}
+
+func (noUpstream) Deliver(context.Context, *upstream.Message) ([]upstream.Result, error) {
+	return nil, errors.New("no [[upstream]]: this relay's mail leaves by air-gap export ([airgap] export_dir)")
+}
+
+// airgapDaemon is the daemon's part in crossing the gap: it follows the
+// import journal, so that mail `outbox queue import` queued is delivered at
+// once, and runs the export_dir and import_dir loops when configured.
+// Changes to [airgap] take effect at restart.
+type airgapDaemon struct {
+	cfg  config.Airgap
+	sp   *spool.Spool
+	opts airgap.Options
+	log  *slog.Logger
+}
+
+// newAirgapDaemon reads the keys and makes the directories, so that a
+// mistake stops the start rather than the first bundle.
+func newAirgapDaemon(cfg *config.Config, sp *spool.Spool, log *slog.Logger) (*airgapDaemon, error) {
+	keys, err := airgap.LoadKeys(cfg.Airgap.SigningKeyFile, cfg.Airgap.TrustedKeys)
+	if err != nil {
+		return nil, configError{err}
+	}
+	a := &airgapDaemon{cfg: cfg.Airgap, sp: sp, opts: airgapOptions(cfg, keys, log), log: log}
+	for _, dir := range []string{a.cfg.ExportDir, a.cfg.ImportDir, a.cfg.AckDir} {
+		if dir == "" {
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, configError{fmt.Errorf("airgap: %w", err)}
+		}
+	}
+	if d := a.cfg.ImportDir; d != "" {
+		for _, sub := range []string{"done", "refused"} {
+			if err := os.MkdirAll(filepath.Join(d, sub), 0o750); err != nil {
+				return nil, configError{fmt.Errorf("airgap: %w", err)}
+			}
+		}
+	}
+	return a, nil
+}
+
+func (a *airgapDaemon) start(ctx context.Context, r *runner.Runner) {
+	go airgap.WatchImports(ctx, a.sp.Root(), 2*time.Second, func(id string) { r.Enqueue(id, time.Now()) })
+	if a.cfg.ExportDir != "" {
+		go every(ctx, a.cfg.ExportInterval.Duration, a.export)
+	}
+	if a.cfg.ImportDir != "" {
+		seen := map[string]fileState{}
+		go every(ctx, a.cfg.ImportInterval.Duration, func(ctx context.Context) { a.importDir(ctx, seen) })
+	}
+}
+
+func every(ctx context.Context, d time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn(ctx)
+		}
+	}
+}
+
+// export writes everything in the queue that is not being delivered into
+// a new bundle in export_dir.
+func (a *airgapDaemon) export(ctx context.Context) {
+	ids, err := airgap.Select(a.sp, false)
+	if err != nil || len(ids) == 0 {
+		if err != nil {
+			a.log.Error("air-gap export failed", "err", err)
+		}
+		return
+	}
+	o := a.opts
+	o.BundleID = spool.NewID(time.Now())
+	file := filepath.Join(a.cfg.ExportDir, fmt.Sprintf("%s-%s.bundle", o.Host, o.BundleID))
+	if _, err := airgap.Export(ctx, a.sp, ids, file, o); err != nil && !errors.Is(err, airgap.ErrNothing) && ctx.Err() == nil {
+		a.log.Error("air-gap export failed", "file", file, "err", err)
+	}
+}
+
+// fileState is what the import loop saw of a file at its last poll.
+type fileState struct {
+	size  int64
+	mtime time.Time
+}
+
+// importDir imports the bundles in import_dir that have stopped changing
+// since the last poll: a diode or a copy may still be writing the others.
+func (a *airgapDaemon) importDir(ctx context.Context, seen map[string]fileState) {
+	entries, err := os.ReadDir(a.cfg.ImportDir)
+	if err != nil {
+		a.log.Error("cannot read import_dir", "dir", a.cfg.ImportDir, "err", err)
+		return
+	}
+	now := map[string]fileState{}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".part") || strings.HasSuffix(name, ".tmp") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		st := fileState{fi.Size(), fi.ModTime()}
+		now[name] = st
+		if prev, ok := seen[name]; !ok || prev != st {
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		a.importFile(ctx, name)
+	}
+	clear(seen)
+	maps.Copy(seen, now)
+}
+
+// importFile imports one bundle, writes its acknowledgement and moves it to
+// done/, or to refused/ with a .reason file beside it. Any other trouble
+// (the spool's) leaves it in place for the next poll.
+func (a *airgapDaemon) importFile(ctx context.Context, name string) {
+	file := filepath.Join(a.cfg.ImportDir, name)
+	res, err := airgap.Import(ctx, a.sp, file, a.opts)
+	switch {
+	case errors.Is(err, airgap.ErrRefused):
+		a.log.Error("refused bundle", "file", file, "reason", err)
+		to := a.moveAside(file, "refused")
+		os.WriteFile(to+".reason", []byte(err.Error()+"\n"), 0o640)
+		return
+	case err != nil:
+		if ctx.Err() == nil {
+			a.log.Error("cannot import bundle; will try again", "file", file, "err", err)
+		}
+		return
+	}
+	ack := filepath.Join(a.cfg.AckDir, strings.TrimSuffix(name, filepath.Ext(name))+".ack")
+	if err := airgap.AckFor(res, a.opts.Host, time.Now()).Write(ack, a.opts.Keys); err != nil {
+		// Importing again queues nothing twice and writes the ack.
+		a.log.Error("cannot write acknowledgement; will import again", "file", file, "err", err)
+		return
+	}
+	a.moveAside(file, "done")
+}
+
+// moveAside moves file into the subdirectory sub of its directory, under
+// a new name if the old one is taken, and returns where it went.
+func (a *airgapDaemon) moveAside(file, sub string) string {
+	to := filepath.Join(filepath.Dir(file), sub, filepath.Base(file))
+	if _, err := os.Lstat(to); err == nil {
+		to += "." + spool.NewID(time.Now())
+	}
+	if err := os.Rename(file, to); err != nil {
+		a.log.Error("cannot move bundle aside", "file", file, "to", to, "err", err)
+	}
+	return to
 }

@@ -186,3 +186,80 @@ func TestAirgapExportImportAck(t *testing.T) {
 		}
 	}
 }
+
+// The one-way link: an isolated relay with no upstream at all exports into
+// a directory, the connected relay picks the bundles up from it, delivers,
+// and leaves an acknowledgement beside each; a damaged bundle is moved to
+// refused/ with its reason, and a bundle dropped twice delivers nothing
+// twice.
+func TestAirgapDirectories(t *testing.T) {
+	iso, con := airgapWorlds(t)
+	b, _ := os.ReadFile(iso.config)
+	cfg := regexp.MustCompile(`(?s)\[\[upstream\]\].*?tls = "none"\n`).ReplaceAll(b, nil)
+	if strings.Contains(string(cfg), "[[upstream]]") {
+		t.Fatal("the isolated relay still has an upstream")
+	}
+	os.WriteFile(iso.config, cfg, 0o644)
+	diode := filepath.Join(t.TempDir(), "diode")
+	iso.smConfig(t, "", fmt.Sprintf("export_dir = %q\nexport_interval = \"1s\"\n", diode))
+	con.smConfig(t, "", fmt.Sprintf("import_dir = %q\nimport_interval = \"1s\"\n", diode))
+	con.startSink(t)
+	iso.startServe(t)
+	con.startServe(t)
+
+	for i := range 2 {
+		iso.smtpSend(t, "app@example.com", []string{fmt.Sprintf("user%d@example.net", i)},
+			fmt.Sprintf("Subject: by diode\r\nX-Marker: diode-%d\r\n\r\nthrough the diode\r\n", i))
+	}
+	for i := range 2 {
+		marker := fmt.Sprintf("X-Marker: diode-%d\r\n", i)
+		waitFor(t, marker+" at the connected relay's upstream", func() bool { return con.count(t, marker) == 1 })
+	}
+	var acks []string
+	waitFor(t, "the acknowledgements in done/", func() bool {
+		acks, _ = filepath.Glob(filepath.Join(diode, "done", "*.ack"))
+		return len(acks) > 0
+	})
+	done, _ := filepath.Glob(filepath.Join(diode, "done", "*.bundle"))
+	if len(done) != len(acks) {
+		t.Fatalf("done/ holds bundles %v and acks %v", done, acks)
+	}
+	for _, ack := range acks {
+		if out, err := iso.outbox(t, "queue", "ack", ack); err != nil {
+			t.Fatalf("ack: %v\n%s", err, out)
+		}
+	}
+	if q := iso.queue(t); len(q) != 0 {
+		t.Errorf("after the acks the isolated relay still holds %+v", q)
+	}
+
+	// A damaged bundle and a second copy of a good one.
+	good, _ := os.ReadFile(done[0])
+	drop := func(name string, data []byte) {
+		tmp := filepath.Join(diode, "."+name+".part")
+		os.WriteFile(tmp, data, 0o644)
+		os.Rename(tmp, filepath.Join(diode, name))
+	}
+	drop("broken.bundle", good[:len(good)-100])
+	drop("again.bundle", good)
+	waitFor(t, "the broken bundle in refused/", func() bool {
+		_, err := os.Stat(filepath.Join(diode, "refused", "broken.bundle.reason"))
+		return err == nil
+	})
+	reason, _ := os.ReadFile(filepath.Join(diode, "refused", "broken.bundle.reason"))
+	if !strings.Contains(string(reason), "truncated") {
+		t.Errorf("reason: %s", reason)
+	}
+	waitFor(t, "the second copy in done/", func() bool {
+		_, err := os.Stat(filepath.Join(diode, "done", "again.ack"))
+		return err == nil
+	})
+	if q := con.queue(t); len(q) != 0 {
+		t.Errorf("the second copy queued %+v", q)
+	}
+	for i := range 2 {
+		if n := con.count(t, fmt.Sprintf("X-Marker: diode-%d\r\n", i)); n != 1 {
+			t.Errorf("message %d delivered %d times", i, n)
+		}
+	}
+}

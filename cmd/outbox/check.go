@@ -29,6 +29,9 @@ func checkMain(ctx context.Context, args []string, e env) int {
 	}
 	log := newLogger(e.stderr, "warn")
 	status := 0
+	if len(cfg.Upstreams) == 0 {
+		fmt.Fprintf(e.stdout, "no upstream: mail leaves by air-gap export to %s\n", cfg.Airgap.ExportDir)
+	}
 	for _, u := range cfg.Upstreams {
 		res, err := upstream.New(u, cfg.Hostname, log).Probe(ctx)
 		printProbe(e.stdout, u.Address(), res)

@@ -89,7 +89,7 @@ func (rl *reloader) reload() bool {
 	rl.level.Set(parseLevel(cfg.Log.Level))
 	rl.spool.SetMinFree(int64(cfg.Spool.MinFree))
 	warnUpstreams(cfg, rl.log)
-	rl.runner.Reconfigure(newUpstream(cfg, rl.log), runnerPolicy(cfg), cfg.Upstreams[0].Address())
+	rl.runner.Reconfigure(newUpstream(cfg, rl.log), runnerPolicy(cfg), relayName(cfg))
 	rl.log.Info("configuration reloaded", "file", rl.path)
 	return true
 }

@@ -40,9 +40,21 @@ func serveMain(ctx context.Context, args []string, e env) error {
 	return serve(ctx, cfg, e, hup)
 }
 
-// newUpstream returns the client for the upstream in use: the first.
-func newUpstream(cfg *config.Config, log *slog.Logger) *upstream.Client {
+// newUpstream returns the client for the upstream in use: the first; with
+// none (an air-gapped relay whose mail leaves by export), one that defers.
+func newUpstream(cfg *config.Config, log *slog.Logger) runner.Deliverer {
+	if len(cfg.Upstreams) == 0 {
+		return noUpstream{}
+	}
 	return upstream.New(cfg.Upstreams[0], cfg.Hostname, log)
+}
+
+// relayName names the upstream in use for logs.
+func relayName(cfg *config.Config) string {
+	if len(cfg.Upstreams) == 0 {
+		return "none"
+	}
+	return cfg.Upstreams[0].Address()
 }
 
 // runnerPolicy returns the [spool] retry settings.
@@ -59,7 +71,7 @@ func runnerPolicy(cfg *config.Config) runner.Policy {
 // it does, or a foreground flush's (heartbeat 0, obs nil).
 func newRunner(cfg *config.Config, sp *spool.Spool, heartbeat time.Duration, obs runner.Observer, log *slog.Logger) *runner.Runner {
 	return runner.New(sp, newUpstream(cfg, log), runnerPolicy(cfg),
-		runner.Options{Relay: cfg.Upstreams[0].Address(), Heartbeat: heartbeat, Observer: obs}, log)
+		runner.Options{Relay: relayName(cfg), Heartbeat: heartbeat, Observer: obs}, log)
 }
 
 func aliases(cfg *config.Config) address.Aliases {
@@ -82,7 +94,10 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 	}
 	sp.SetMinFree(int64(cfg.Spool.MinFree))
 	warnUpstreams(cfg, log)
-	up := cfg.Upstreams[0]
+	ag, err := newAirgapDaemon(cfg, sp, log)
+	if err != nil {
+		return err
+	}
 
 	// With the systemd watchdog on, the runner's loop wakes often enough
 	// for Alive to tell idle from stuck.
@@ -139,7 +154,7 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 		parts++
 		go func() { done <- mx.serve(ctx, r, log) }()
 	}
-	watchImports(ctx, sp, r)
+	ag.start(ctx, r)
 	notify.ready(queueStatus(r))
 	go notify.reportStatus(ctx, r)
 	if wd > 0 {
@@ -148,7 +163,7 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 	rl := &reloader{path: cfg.Path, started: cfg, log: log, level: level,
 		spool: sp, srv: srv, runner: r, notify: notify}
 	go rl.run(ctx, hup)
-	log.Info("outbox started", "version", version, "spool", cfg.Spool.Dir, "upstream", up.Address())
+	log.Info("outbox started", "version", version, "spool", cfg.Spool.Dir, "upstream", relayName(cfg))
 
 	var first error
 	for range parts {
