@@ -285,14 +285,13 @@ func TestJournalPrunesAndWatchSeesImports(t *testing.T) {
 	iso, con := openSpool(t), openSpool(t)
 	queue(t, iso, 2)
 	file := export(t, iso, Options{Host: "iso.test"})
-	tl := &tailer{path: filepath.Join(airgapDir(con.Root()), journalName), since: time.Now()}
-	tl.skipExisting()
+	tl := WatchImports(con.Root())
 	res, err := Import(context.Background(), con, file, Options{Host: "con.test", Keep: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var seen []string
-	tl.poll(func(id string) { seen = append(seen, id) })
+	tl.Poll(func(id string) { seen = append(seen, id) })
 	if !slices.Equal(seen, res.IDs) {
 		t.Errorf("watch saw %v, want %v", seen, res.IDs)
 	}
@@ -304,7 +303,7 @@ func TestJournalPrunesAndWatchSeesImports(t *testing.T) {
 	}
 	// The journal was rewritten: the watcher follows the new file.
 	seen = nil
-	tl.poll(func(id string) { seen = append(seen, id) })
+	tl.Poll(func(id string) { seen = append(seen, id) })
 	if !slices.Equal(seen, res2.IDs) {
 		t.Errorf("after the rewrite, watch saw %v, want %v", seen, res2.IDs)
 	}

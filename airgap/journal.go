@@ -169,24 +169,22 @@ func (j *journal) append(entries []journalEntry) error {
 
 func (j *journal) close() { j.lock.Close() }
 
-// WatchImports calls fn with the local queue ID of every message any
-// process imports from now on, reading the journal's new lines every
-// interval, until ctx is done. It is how the daemon learns at once of
-// mail queued by `outbox queue import`, instead of at its next rescan.
-func WatchImports(ctx context.Context, spoolRoot string, interval time.Duration, fn func(id string)) {
+// ImportWatcher follows the import journal: Poll calls fn with the local
+// queue ID of every message imported, by any process, since the watcher
+// was made or last polled. It is how the daemon learns at once of mail
+// `outbox queue import` queued, instead of at its next rescan.
+type ImportWatcher struct{ t *tailer }
+
+// WatchImports starts following the import journal of the spool at
+// spoolRoot.
+func WatchImports(spoolRoot string) *ImportWatcher {
 	t := &tailer{path: filepath.Join(airgapDir(spoolRoot), journalName), since: time.Now()}
 	t.skipExisting()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			t.poll(fn)
-		}
-	}
+	return &ImportWatcher{t}
 }
+
+// Poll reads the journal's new lines.
+func (w *ImportWatcher) Poll(fn func(id string)) { w.t.poll(fn) }
 
 // tailer follows the journal across appends and rewrites.
 type tailer struct {

@@ -287,7 +287,8 @@ func newAirgapDaemon(cfg *config.Config, sp *spool.Spool, log *slog.Logger) (*ai
 }
 
 func (a *airgapDaemon) start(ctx context.Context, r *runner.Runner) {
-	go airgap.WatchImports(ctx, a.sp.Root(), 2*time.Second, func(id string) { r.Enqueue(id, time.Now()) })
+	w := airgap.WatchImports(a.sp.Root())
+	go every(ctx, 2*time.Second, func(context.Context) { w.Poll(func(id string) { r.Enqueue(id, time.Now()) }) })
 	if a.cfg.ExportDir != "" {
 		go every(ctx, a.cfg.ExportInterval.Duration, a.export)
 	}
@@ -297,6 +298,7 @@ func (a *airgapDaemon) start(ctx context.Context, r *runner.Runner) {
 	}
 }
 
+// every calls fn every d until ctx is done.
 func every(ctx context.Context, d time.Duration, fn func(context.Context)) {
 	t := time.NewTicker(d)
 	defer t.Stop()

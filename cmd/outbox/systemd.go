@@ -329,16 +329,7 @@ func (n *notifier) reportStatus(ctx context.Context, r *runner.Runner) {
 	if !n.enabled {
 		return
 	}
-	t := time.NewTicker(statusInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n.setStatus(queueStatus(r))
-		}
-	}
+	every(ctx, statusInterval, func(context.Context) { n.setStatus(queueStatus(r)) })
 }
 
 // watchdogInterval returns systemd's watchdog interval (WatchdogSec=), or
