@@ -136,7 +136,8 @@ func (j *journal) load(cutoff time.Time) error {
 
 func (j *journal) has(source, id string) bool { return j.seen[source+" "+id] }
 
-// append adds entries and returns once they are on disk.
+// append adds entries and returns once they are on disk. It ends the
+// import: has does not see them.
 func (j *journal) append(entries []journalEntry) error {
 	if len(entries) == 0 {
 		return nil
@@ -149,7 +150,6 @@ func (j *journal) append(entries []journalEntry) error {
 	w := bufio.NewWriter(f)
 	for _, e := range entries {
 		w.WriteString(e.line())
-		j.seen[e.source+" "+e.srcID] = true
 	}
 	err = w.Flush()
 	if err == nil {
