@@ -175,6 +175,9 @@ type Upstream struct {
 	// for every connection.
 	Auth               string `toml:"auth"`
 	AllowPlaintextAuth bool   `toml:"allow_plaintext_auth"`
+	// OAuth2 is the [upstream.oauth2] table, if any: tokens for XOAUTH2 and
+	// OAUTHBEARER fetched and refreshed by Outbox itself.
+	OAuth2 OAuth2 `toml:"oauth2"`
 
 	ConnectTimeout Duration `toml:"connect_timeout"` // default 30s
 	CommandTimeout Duration `toml:"command_timeout"` // default 5m (RFC 5321 4.5.3.2)

@@ -118,6 +118,7 @@ func (l *loader) defaults(c *Config) {
 		if u.TLSServerName == "" {
 			u.TLSServerName = u.Host
 		}
+		l.defaultOAuth2(u, p)
 		if u.Auth == "" {
 			if u.Username != "" {
 				u.Auth = "auto"

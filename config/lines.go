@@ -107,7 +107,7 @@ func keyLines(src string) map[string]int {
 			s.skipLine()
 		case s.src[s.i] == '[':
 			s.i++
-			table = s.path("", nil)
+			table = lastElement(s.path("", nil), arrays)
 			record(table, line)
 			s.skipLine()
 		default:
@@ -120,6 +120,18 @@ func keyLines(src string) map[string]int {
 			s.skipValue(func(i int) { record(key+"["+strconv.Itoa(i)+"]", s.line) })
 		}
 	}
+}
+
+// lastElement makes a table header inside an array of tables name the
+// array's last element, as TOML does: [upstream.oauth2] after the second
+// [[upstream]] is upstream[1].oauth2.
+func lastElement(table string, arrays map[string]int) string {
+	for name, n := range arrays {
+		if rest, ok := strings.CutPrefix(table, name+"."); ok && n > 0 {
+			return name + "[" + strconv.Itoa(n-1) + "]." + rest
+		}
+	}
+	return table
 }
 
 // path reads a dotted key and returns it joined onto base, calling each

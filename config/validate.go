@@ -193,7 +193,7 @@ func (l *loader) upstream(u *Upstream, p string) {
 		l.errorf(p+".auth", `is "none" but username is set; remove one of them`)
 	case u.Auth != "none" && u.Username == "":
 		l.required(p+".username", u.Username, p+".auth", u.Auth)
-	case u.Auth != "none" && len(secrets) == 0:
+	case u.Auth != "none" && len(secrets) == 0 && !u.OAuth2.Enabled():
 		l.errorAt(p+".username", p, "username is set but none of password, password_file or password_command")
 	case u.Auth != "none" && u.TLS == "none" && !u.AllowPlaintextAuth:
 		// Refusing here beats failing every delivery later: the relay will
@@ -201,6 +201,7 @@ func (l *loader) upstream(u *Upstream, p string) {
 		l.errorf(p+".tls", `is "none", so AUTH would send the password in clear; set allow_plaintext_auth = true to allow it`)
 	}
 
+	l.validateOAuth2(u, p)
 	l.positive(p+".connect_timeout", u.ConnectTimeout)
 	l.positive(p+".command_timeout", u.CommandTimeout)
 	l.positive(p+".data_timeout", u.DataTimeout)

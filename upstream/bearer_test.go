@@ -16,75 +16,6 @@ import (
 	"github.com/outboxmta/outbox/internal/testutil"
 )
 
-// bearerServer is a server for XOAUTH2 and OAUTHBEARER written from the
-// specifications (Google's XOAUTH2 page, RFC 7628), independent of the
-// client code under test. A refused token gets the JSON error challenge,
-// and the final 535 only after the client's dummy answer.
-type bearerServer struct {
-	mech   string
-	ok     func(user, token string) bool
-	set    func(user string)
-	failed bool
-}
-
-func newBearerServer(mech string, ok func(user, token string) bool, set func(string)) *bearerServer {
-	return &bearerServer{mech: mech, ok: ok, set: set}
-}
-
-func (b *bearerServer) Next(resp []byte) ([]byte, bool, error) {
-	if b.failed {
-		want := "" // XOAUTH2: an empty line
-		if b.mech == sasl.OAuthBearer {
-			want = "\x01"
-		}
-		if string(resp) != want {
-			return nil, true, errors.New("bad answer to the error challenge")
-		}
-		return nil, true, errBadCredentials
-	}
-	if resp == nil {
-		return []byte{}, false, nil
-	}
-	user, token, parsed := parseBearer(b.mech, string(resp))
-	if !parsed || b.ok == nil || !b.ok(user, token) {
-		b.failed = true
-		return []byte(`{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`), false, nil
-	}
-	b.set(user)
-	return nil, true, nil
-}
-
-func parseBearer(mech, s string) (user, token string, ok bool) {
-	if mech == sasl.OAuthBearer {
-		var gs2, authzid string
-		if gs2, s, ok = strings.Cut(s, ","); !ok || gs2 != "n" {
-			return "", "", false
-		}
-		if authzid, s, ok = strings.Cut(s, ","); !ok || !strings.HasPrefix(authzid, "a=") {
-			return "", "", false
-		}
-		user = strings.NewReplacer("=2C", ",", "=3D", "=").Replace(authzid[2:])
-		if !strings.HasPrefix(s, "\x01") {
-			return "", "", false
-		}
-		s = s[1:]
-	} else {
-		if !strings.HasPrefix(s, "user=") {
-			return "", "", false
-		}
-		user, s, _ = strings.Cut(s[len("user="):], "\x01")
-	}
-	if !strings.HasSuffix(s, "\x01\x01") {
-		return "", "", false
-	}
-	for _, kv := range strings.Split(strings.TrimSuffix(s, "\x01\x01"), "\x01") {
-		if t, found := strings.CutPrefix(kv, "auth=Bearer "); found {
-			token = t
-		}
-	}
-	return user, token, token != ""
-}
-
 // tokens is a TokenSource for tests.
 type tokens struct {
 	mu          sync.Mutex
@@ -132,7 +63,7 @@ func TestBearerAuth(t *testing.T) {
 		{name: "oauthbearer from password_command", auth: "oauthbearer", command: []string{"echo", "tok-2"}, secret: "tok-2"},
 		{name: "xoauth2 file reread per connection", auth: "xoauth2", file: "tok-1\n", file2: "tok-2\n", secret: "tok-2"},
 		{name: "xoauth2 token source", auth: "xoauth2", tokens: &tokens{token: "tok-1"}, wantCalls: 2, secret: "tok-1"},
-		{name: "xoauth2 refused", auth: "xoauth2", password: "expired-token", wantErr: "auth", wantText: "535 5.7.8 Authentication credentials invalid (token status 401, scope https://mail.google.com/)", secret: "expired-token"},
+		{name: "xoauth2 refused", auth: "xoauth2", password: "expired-token", wantErr: "auth", wantText: "535 5.7.8 Username and Password not accepted (token status 401, scope https://mail.google.com/)", secret: "expired-token"},
 		{name: "oauthbearer refused", auth: "oauthbearer", password: "expired-token", wantErr: "auth", wantText: "token status 401", secret: "expired-token"},
 		{name: "refused token invalidated", auth: "xoauth2", tokens: &tokens{token: "expired-token"}, wantErr: "auth", wantText: "535", secret: "expired-token", wantCalls: 1},
 		{name: "token source fails", auth: "oauthbearer", tokens: &tokens{err: errors.New("oauth2: token endpoint unreachable")}, wantErr: "credentials", wantText: "unreachable", wantCalls: 1},

@@ -23,6 +23,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/outboxmta/outbox/config"
+	"github.com/outboxmta/outbox/internal/oauthtest"
 	"github.com/outboxmta/outbox/internal/testutil"
 )
 
@@ -102,7 +103,7 @@ func (s *srvSession) Auth(mech string) (sasl.Server, error) {
 	case "CRAM-MD5":
 		return &cramServer{users: s.be.users, check: func(u string) { s.user = u }}, nil
 	case "XOAUTH2", sasl.OAuthBearer:
-		return newBearerServer(mech, s.be.bearer, func(u string) { s.user = u }), nil
+		return oauthtest.NewBearerServer(mech, s.be.bearer, func(u string) { s.user = u }), nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }

@@ -33,7 +33,7 @@ func checkMain(ctx context.Context, args []string, e env) int {
 		fmt.Fprintf(e.stdout, "no upstream: mail leaves by air-gap export to %s\n", cfg.Airgap.ExportDir)
 	}
 	for _, u := range cfg.Upstreams {
-		res, err := upstream.New(u, cfg.Hostname, log).Probe(ctx)
+		res, err := newClient(u, cfg.Hostname, log).Probe(ctx)
 		printProbe(e.stdout, u.Address(), res)
 		if err != nil {
 			fmt.Fprintf(e.stdout, "upstream %s: FAILED: %v\n", u.Address(), err)

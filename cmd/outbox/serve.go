@@ -13,6 +13,7 @@ import (
 	"github.com/outboxmta/outbox/config"
 	"github.com/outboxmta/outbox/internal/address"
 	"github.com/outboxmta/outbox/listener"
+	"github.com/outboxmta/outbox/oauth"
 	"github.com/outboxmta/outbox/runner"
 	"github.com/outboxmta/outbox/spool"
 	"github.com/outboxmta/outbox/upstream"
@@ -46,7 +47,17 @@ func newUpstream(cfg *config.Config, log *slog.Logger) runner.Deliverer {
 	if len(cfg.Upstreams) == 0 {
 		return noUpstream{}
 	}
-	return upstream.New(cfg.Upstreams[0], cfg.Hostname, log)
+	return newClient(cfg.Upstreams[0], cfg.Hostname, log)
+}
+
+// newClient returns the client for the upstream u, with its OAuth2 token
+// source when it has an [upstream.oauth2] table.
+func newClient(u config.Upstream, hello string, log *slog.Logger) *upstream.Client {
+	c := upstream.New(u, hello, log)
+	if u.OAuth2.Enabled() {
+		c.Tokens = oauth.New(u, log)
+	}
+	return c
 }
 
 // relayName names the upstream in use for logs.
