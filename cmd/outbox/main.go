@@ -36,6 +36,7 @@ commands:
   queue ack FILE         delete the exported mail an acknowledgement names
   check [--config-only]  validate the configuration and test the upstream
   check-config           same as check --config-only
+  oauth2 authorize NAME  get the OAuth2 refresh token of upstream NAME (device code flow)
   version                print the version
 
 The configuration is --config FILE, else $OUTBOX_CONFIG, else ` + config.DefaultPath + `.
@@ -83,6 +84,8 @@ func run(ctx context.Context, args []string, e env) int {
 		return exitCode(e, "queue", queueMain(ctx, rest, e))
 	case "check":
 		return checkMain(ctx, rest, e)
+	case "oauth2":
+		return exitCode(e, "oauth2", oauth2Main(ctx, rest, e))
 	case "check-config":
 		return checkMain(ctx, append([]string{"--config-only"}, rest...), e)
 	case "version", "--version":
