@@ -35,19 +35,19 @@ func Qualify(addr, domain string) string {
 // splitAddress splits a at its last '@' outside a quoted local part.
 // hasAt is false when there is no such '@', i.e. a is a bare local part.
 func splitAddress(a string) (local, domain string, hasAt bool) {
-	// A quoted local part may itself contain '@', but nothing after the
-	// closing quote except "@domain".
+	// A quoted local part may itself contain '@'. Normally the '@' follows the closing quote. If something else does
+	// (`"a"b@x`), or the quote is never closed, the address is malformed
+	// (Valid says so), but the last '@' after the quoted part still ends
+	// the local part: otherwise Qualify would append a second domain.
+	quoted := 0
 	if strings.HasPrefix(a, `"`) {
-		end := ClosingQuote(a)
-		if end < 0 || end == len(a)-1 || a[end+1] != '@' {
-			return a, "", false
-		}
-		return a[:end+1], a[end+2:], true
+		quoted = max(ClosingQuote(a), 0)
 	}
-	at := strings.LastIndexByte(a, '@')
+	at := strings.LastIndexByte(a[quoted:], '@')
 	if at < 0 {
 		return a, "", false
 	}
+	at += quoted
 	return a[:at], a[at+1:], true
 }
 
@@ -106,9 +106,12 @@ func Valid(a string) error {
 
 func validLocal(local string) error {
 	if local[0] == '"' {
-		// A quoted string: splitAddress found its closing quote right before
-		// the '@' and control characters are already refused, so whatever is
-		// inside (spaces, '@', UTF-8) is legitimate.
+		// A quoted string: control characters are already refused, so
+		// whatever is inside (spaces, '@', UTF-8) is legitimate, but
+		// nothing may follow the closing quote.
+		if ClosingQuote(local) != len(local)-1 {
+			return errors.New("text after the quoted local part")
+		}
 		return nil
 	}
 	if strings.HasPrefix(local, ".") || strings.HasSuffix(local, ".") {

@@ -24,6 +24,8 @@ func TestValid(t *testing.T) {
 		"a\r\nRCPT TO:<x@y>@x.com":   false,
 		"-oQ/tmp@example.com":        false,
 		"a@-example.com":             false,
+		`""0@example.com`:            false,
+		`"a"b@example.com`:           false,
 	} {
 		if err := Valid(addr); (err == nil) != ok {
 			t.Errorf("Valid(%q) = %v, want ok=%v", addr, err, ok)
@@ -39,6 +41,7 @@ func TestQualify(t *testing.T) {
 		{"<>", ""},
 		{"", ""},
 		{`"a@b"`, `"a@b"@example.com`},
+		{`""0@example.org`, `""0@example.org`}, // malformed, but has a domain
 	} {
 		if got := Qualify(tt.in, "example.com"); got != tt.want {
 			t.Errorf("Qualify(%q) = %q, want %q", tt.in, got, tt.want)
