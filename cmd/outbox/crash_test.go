@@ -1,16 +1,17 @@
 package main
 
 // Crash tests: outbox serve is killed with SIGKILL while concurrent SMTP
-// clients are submitting, again and again, and the spool's contract is
-// checked on what the upstream finally receives: every message answered
-// with 250 is delivered, whole, and (while the upstream was down during the
-// kills) exactly once.
+// clients and sendmail are submitting, again and again, and the spool's
+// contract is checked on what the upstream finally receives: every message
+// answered with 250 (or sendmail's exit 0) is delivered, whole, and (while
+// the upstream was down during the kills) exactly once.
 
 import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -22,6 +23,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/outboxmta/outbox/sendmail"
 )
 
 // crashMessage is the message submitted for marker: a few lines, one long,
@@ -99,9 +102,45 @@ func submitLoop(addr, prefix string, max int, l *ledger) error {
 	return nil
 }
 
+// sendmailLoop is one program calling sendmail again and again, marker
+// prefix-0, prefix-1, …, until three calls after killed is set: exit
+// status 0 counts as acknowledged (queued through the daemon's socket, or
+// dropped into incoming/ while the daemon is down), 75 as not (the daemon
+// vanished after the message was sent: it may or may not be queued). The
+// message has every header sendmail would add, so that it arrives as
+// crashMessage. It returns how many were acknowledged after the kill.
+func sendmailLoop(t *testing.T, w *world, prefix string, killed *atomic.Bool, l *ledger) (afterKill int) {
+	for n, extra := 0, 0; extra < 3; n++ {
+		if killed.Load() {
+			extra++
+		}
+		marker := fmt.Sprintf("%s-%d", prefix, n)
+		l.try(marker)
+		msg := fmt.Sprintf("From: app@example.com\r\nTo: x@example.net\r\nDate: Mon, 2 Jan 2006 15:04:05 +0000\r\n"+
+			"Message-ID: <%s@client.test>\r\n%s", marker, crashMessage(marker))
+		out, err := w.sendmail(t, msg, "-i", "x@example.net")
+		var exit *exec.ExitError
+		switch {
+		case err == nil:
+			l.ack(marker, "sendmail exit 0")
+			if extra > 0 {
+				afterKill++
+			}
+		case errors.As(err, &exit) && exit.ExitCode() == sendmail.ExTempFail:
+		default:
+			t.Errorf("sendmail %s: %v\n%s", marker, err, out)
+			return afterKill
+		}
+	}
+	return afterKill
+}
+
 // crashCycles starts outbox serve cycles times, each time runs clients
-// concurrent submitters and kills the daemon with SIGKILL after a random
-// 50–400 ms. It returns what the clients were told.
+// concurrent SMTP submitters and one program calling sendmail, and kills
+// the daemon with SIGKILL after a random 50–400 ms. The sendmail caller
+// goes on for a few messages after the kill, which it drops into
+// incoming/ for the next start to take in. It returns what the clients
+// were told.
 func crashCycles(t *testing.T, w *world, cycles, clients, perClient int) *ledger {
 	t.Helper()
 	seed := rand.Uint64()
@@ -129,6 +168,10 @@ func crashCycles(t *testing.T, w *world, cycles, clients, perClient int) *ledger
 				}
 			})
 		}
+		var dropped int
+		wg.Go(func() {
+			dropped = sendmailLoop(t, w, fmt.Sprintf("crash-%d-%d", cycle, clients), &killed, l)
+		})
 		delay := 50*time.Millisecond + time.Duration(rng.Int64N(int64(350*time.Millisecond)))
 		time.Sleep(delay)
 		killed.Store(true)
@@ -136,8 +179,8 @@ func crashCycles(t *testing.T, w *world, cycles, clients, perClient int) *ledger
 		w.serve.stop(t, syscall.SIGKILL)
 		wg.Wait()
 		l.mu.Lock()
-		t.Logf("cycle %d: killed after %v with %d of %d clients submitting; %d acknowledged so far",
-			cycle, delay, busy, clients, len(l.acked))
+		t.Logf("cycle %d: killed after %v with %d of %d SMTP clients submitting; %d acknowledged so far, %d by sendmail after the kill",
+			cycle, delay, busy, clients, len(l.acked), dropped)
 		l.mu.Unlock()
 	}
 	return l
