@@ -1,6 +1,16 @@
 package upstream
 
-import "context"
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
 
 // ProbeResult is what Probe learned about the upstream.
 type ProbeResult struct {
@@ -11,6 +21,12 @@ type ProbeResult struct {
 	CipherSuite string // "TLS_AES_128_GCM_SHA256"
 	PeerSubject string // subject of the server's leaf certificate
 	PeerIssuer  string // its issuer
+	// Chain is the certificate chain the server sent, leaf first. When the
+	// handshake failed (a certificate Outbox does not trust), Probe fetches
+	// it on a second connection that skips verification and sends nothing
+	// after the handshake, so that the administrator sees what is wrong.
+	Chain      []*x509.Certificate
+	ServerName string // the name the certificate must match (tls_server_name)
 	// Verified says whether the certificate chain verified for the
 	// server name. With insecure_skip_verify the check is made anyway,
 	// for this report only; VerifyError says why it failed.
@@ -29,27 +45,71 @@ type ProbeResult struct {
 // Probe connects, negotiates TLS and AUTH as Deliver would, and quits
 // without sending mail; it is what `outbox check` runs. On error the result
 // still holds what was learned before the failure (for example the TLS
-// details when AUTH failed).
+// details when AUTH failed, or the certificate chain when it did not
+// verify).
 func (c *Client) Probe(ctx context.Context) (ProbeResult, error) {
 	s := &session{capture: &ehloCapture{}}
 	err := c.open(ctx, s)
 	if err == nil {
 		s.close()
 	}
-	var res ProbeResult
+	res := ProbeResult{ServerName: c.serverName()}
 	if s.raw != nil {
 		res.Address = s.raw.RemoteAddr().String()
 	}
-	if t := s.tls; t != nil {
-		res.TLS = true
+	t := s.tls
+	var ue *Error
+	if t == nil && errors.As(err, &ue) && (ue.Op == "tls" || ue.Op == "starttls") {
+		t, _ = c.fetchChain(ctx)
+	}
+	if t != nil {
+		res.TLS = s.tls != nil
 		res.TLSVersion, res.CipherSuite = t.Version, t.CipherSuite
 		res.PeerSubject, res.PeerIssuer = t.PeerSubject, t.PeerIssuer
 		res.Verified, res.VerifyError = t.Verified, t.VerifyError
+		res.Chain = t.Chain
 	}
 	res.Extensions = s.capture.ext
 	res.AuthMechanism = s.mech
+	return res, err
+}
+
+// fetchChain connects once more, without verifying the certificate, only
+// to see the chain a failed handshake was about: it quits right after the
+// handshake and sends no credentials and no mail.
+func (c *Client) fetchChain(ctx context.Context) (*tlsInfo, error) {
+	cfg, err := c.tlsConfig()
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	return res, nil
+	blind := cfg.Clone()
+	blind.InsecureSkipVerify = true
+	connectTimeout, cmdTimeout, _ := c.timeouts()
+	d := net.Dialer{Timeout: connectTimeout}
+	raw, err := d.DialContext(ctx, "tcp", net.JoinHostPort(c.cfg.Host, strconv.Itoa(c.cfg.Port)))
+	if err != nil {
+		return nil, err
+	}
+	defer raw.Close()
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+	raw.SetDeadline(time.Now().Add(3 * cmdTimeout))
+
+	var sc *smtp.Client
+	if c.cfg.TLS == tlsImplicit {
+		sc = smtp.NewClient(tls.Client(raw, blind))
+	} else if sc, err = smtp.NewClientStartTLS(raw, blind); err != nil {
+		return nil, err
+	}
+	// EHLO: the first exchange over TLS, so the handshake is done.
+	if err := sc.Hello(c.hello); err != nil {
+		return nil, err
+	}
+	cs, ok := sc.TLSConnectionState()
+	sc.Quit()
+	if !ok {
+		return nil, errors.New("no TLS connection")
+	}
+	info := describeTLS(cs, cfg)
+	return &info, nil
 }

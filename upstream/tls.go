@@ -79,6 +79,9 @@ type tlsInfo struct {
 	PeerIssuer  string
 	Verified    bool   // the chain verified against the roots for ServerName
 	VerifyError string // why not, when Verified is false
+
+	// Chain is the certificates the server sent, leaf first.
+	Chain []*x509.Certificate
 }
 
 // describeTLS reports on cs. When verification was skipped
@@ -88,6 +91,7 @@ func describeTLS(cs tls.ConnectionState, cfg *tls.Config) tlsInfo {
 	info := tlsInfo{
 		Version:     tls.VersionName(cs.Version),
 		CipherSuite: tls.CipherSuiteName(cs.CipherSuite),
+		Chain:       cs.PeerCertificates,
 	}
 	if len(cs.PeerCertificates) == 0 {
 		info.VerifyError = "no peer certificate"

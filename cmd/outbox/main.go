@@ -34,7 +34,9 @@ commands:
   queue export (--all | ID...) --to FILE   write queued mail to an air-gap bundle
   queue import FILE      queue the mail of a bundle (once), write its .ack
   queue ack FILE         delete the exported mail an acknowledgement names
-  check [--config-only]  validate the configuration and test the upstream
+  check [--send-test ADDRESS]
+                         validate the configuration, test each upstream
+                         (TLS, certificates, AUTH; see check --help)
   check-config           same as check --config-only
   oauth2 authorize NAME  get the OAuth2 refresh token of upstream NAME (device code flow)
   version                print the version
