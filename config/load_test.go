@@ -729,6 +729,8 @@ func TestExampleCommentedDefaults(t *testing.T) {
 		`# address = "127.0.0.1:9325"`,
 		`# [log]`,
 		`# level = "info"`,
+		`# insecure_skip_verify = false`,
+		`# allow_plaintext_auth = false`,
 	} {
 		if !strings.Contains(src, line) {
 			t.Fatalf("example no longer contains %q", line)

@@ -17,7 +17,7 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	resp, err := http.Get(srv.URL + path)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(srv.URL + path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,7 +93,7 @@ func (c *Client) fetchChain(ctx context.Context) (*tlsInfo, error) {
 	defer raw.Close()
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
-	raw.SetDeadline(time.Now().Add(3 * cmdTimeout))
+	raw.SetDeadline(time.Now().Add(min(cmdTimeout, time.Minute))) // a diagnosis, not a delivery
 
 	var sc *smtp.Client
 	if c.cfg.TLS == tlsImplicit {

@@ -246,7 +246,15 @@ func TestJournalNative(t *testing.T) {
 	}
 	defer func() {
 		serve.Process.Signal(syscall.SIGTERM)
-		serve.Wait()
+		done := make(chan struct{})
+		go func() { serve.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			serve.Process.Kill()
+			<-done
+			t.Error("outbox serve did not stop on SIGTERM")
+		}
 	}()
 	waitFor(t, "outbox serve to listen", func() bool { return listening(w.listen) })
 	id := queuedID(t, w.smtpSend(t, "app@example.com", []string{"x@example.net"}, "Subject: journal\r\n\r\nbody\r\n"))
