@@ -108,7 +108,7 @@ scopes = ["https://outlook.office.com/SMTP.Send", "offline_access"]
 	send(4)
 
 	out, err := exec.Command(filepath.Join(bin, "outbox"), "check", "--config", w.config).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "XOAUTH2 accepted") {
+	if err != nil || !strings.Contains(string(out), "XOAUTH2 as app@example.com: accepted") {
 		t.Errorf("outbox check: %v\n%s", err, out)
 	}
 	outputs = append(outputs, string(out))
