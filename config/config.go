@@ -182,6 +182,20 @@ type Upstream struct {
 	ConnectTimeout Duration `toml:"connect_timeout"` // default 30s
 	CommandTimeout Duration `toml:"command_timeout"` // default 5m (RFC 5321 4.5.3.2)
 	DataTimeout    Duration `toml:"data_timeout"`    // default 10m (RFC 5321 4.5.3.2, final dot)
+
+	// Connection reuse (upstream/pool.go). A connection stays open for
+	// idle_timeout after its last message (default 5s; "0s": close at
+	// once) and carries at most max_messages_per_connection messages
+	// (default 100). max_connections bounds the connections open to this
+	// upstream at once (default 4); deliveries wait for a free one.
+	IdleTimeout              Duration `toml:"idle_timeout"`
+	MaxMessagesPerConnection int      `toml:"max_messages_per_connection"`
+	MaxConnections           int      `toml:"max_connections"`
+
+	// Trace logs the SMTP dialogue with this upstream at info level, one
+	// record per line, AUTH secrets and message data left out (also
+	// `outbox serve --trace`).
+	Trace bool `toml:"trace"`
 }
 
 // Address returns "host:port", bracketing IPv6 literals.

@@ -26,6 +26,11 @@ const (
 	DefaultMaxSessionsPerClient               = 20
 	DefaultMaxErrors                          = 10
 	DefaultListenerTimeout      time.Duration = 5 * time.Minute
+
+	// Per [[upstream]] connection reuse: see Upstream and docs/design.md.
+	DefaultUpstreamIdleTimeout      time.Duration = 5 * time.Second
+	DefaultMaxMessagesPerConnection               = 100
+	DefaultUpstreamMaxConnections                 = 4
 )
 
 // defaultAllowNetworks is the loopback, trusted to submit without AUTH.
@@ -129,6 +134,9 @@ func (l *loader) defaults(c *Config) {
 		l.defaultDuration(&u.ConnectTimeout, p+".connect_timeout", 30*time.Second)
 		l.defaultDuration(&u.CommandTimeout, p+".command_timeout", 5*time.Minute)
 		l.defaultDuration(&u.DataTimeout, p+".data_timeout", 10*time.Minute)
+		l.defaultDuration(&u.IdleTimeout, p+".idle_timeout", DefaultUpstreamIdleTimeout)
+		l.defaultInt(&u.MaxMessagesPerConnection, p+".max_messages_per_connection", DefaultMaxMessagesPerConnection)
+		l.defaultInt(&u.MaxConnections, p+".max_connections", DefaultUpstreamMaxConnections)
 	}
 
 	// Names last: they depend on every upstream's port.

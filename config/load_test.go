@@ -63,6 +63,10 @@ func TestDefaults(t *testing.T) {
 			ConnectTimeout: Duration{30 * time.Second},
 			CommandTimeout: Duration{5 * time.Minute},
 			DataTimeout:    Duration{10 * time.Minute},
+
+			IdleTimeout:              Duration{5 * time.Second},
+			MaxMessagesPerConnection: 100,
+			MaxConnections:           4,
 		}},
 		Log:    Log{Level: "info"},
 		Airgap: Airgap{ExportInterval: Duration{time.Minute}, ImportInterval: Duration{5 * time.Second}},
@@ -252,6 +256,14 @@ func TestErrors(t *testing.T) {
 			name: "upstream IPv6 host is fine, port out of range is not",
 			src:  "[[upstream]]\nhost = \"2001:db8::1\"\nport = 70000\n",
 			want: []string{f + ":3: upstream[0].port: 70000 is out of range 1..65535"},
+		},
+		{
+			name: "upstream connection reuse limits",
+			src:  upstream + "max_connections = 0\nmax_messages_per_connection = -1\n",
+			want: []string{
+				f + ":3: upstream[0].max_connections: 0 is less than 1",
+				f + ":4: upstream[0].max_messages_per_connection: -1 is less than 1",
+			},
 		},
 		{
 			name: "upstream port zero",
@@ -741,6 +753,10 @@ func TestExampleCommentedDefaults(t *testing.T) {
 		`# connect_timeout = "30s"; command_timeout = "5m"; data_timeout = "10m"`: "connect_timeout = \"30s\"\ncommand_timeout = \"5m\"\ndata_timeout = \"10m\"",
 		`# max_sessions = 100; max_sessions_per_client = 20`:                      "max_sessions = 100\nmax_sessions_per_client = 20\n#",
 		`# max_errors = 10; timeout = "5m"`:                                       "max_errors = 10\ntimeout = \"5m\"\n#",
+		`# idle_timeout = "5s"`:                                                   `idle_timeout = "5s"`,
+		`# max_messages_per_connection = 100`:                                     `max_messages_per_connection = 100`,
+		`# max_connections = 4`:                                                   `max_connections = 4`,
+		`# trace = false`:                                                         `trace = false`,
 	} {
 		if !strings.Contains(src, line) {
 			t.Fatalf("example no longer contains %q", line)
@@ -758,6 +774,10 @@ func TestExampleCommentedDefaults(t *testing.T) {
 	if l.MaxSessions != DefaultMaxSessions || l.MaxSessionsPerClient != DefaultMaxSessionsPerClient ||
 		l.MaxErrors != DefaultMaxErrors || l.Timeout.Duration != DefaultListenerTimeout {
 		t.Errorf("uncommented example: listener %+v", l)
+	}
+	if u := c.Upstreams[0]; u.IdleTimeout.Duration != DefaultUpstreamIdleTimeout ||
+		u.MaxMessagesPerConnection != DefaultMaxMessagesPerConnection || u.MaxConnections != DefaultUpstreamMaxConnections {
+		t.Errorf("uncommented example: upstream %+v", u)
 	}
 }
 

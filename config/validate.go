@@ -205,6 +205,8 @@ func (l *loader) upstream(u *Upstream, p string) {
 	l.positive(p+".connect_timeout", u.ConnectTimeout)
 	l.positive(p+".command_timeout", u.CommandTimeout)
 	l.positive(p+".data_timeout", u.DataTimeout)
+	l.atLeast(p+".max_messages_per_connection", u.MaxMessagesPerConnection, 1)
+	l.atLeast(p+".max_connections", u.MaxConnections, 1)
 }
 
 func (l *loader) oneOf(key, v string, allowed ...string) bool {
@@ -232,6 +234,12 @@ func (l *loader) absolute(key, path string) {
 func (l *loader) atLeastOne(key string, n int) {
 	if n < 1 {
 		l.errorf(key, "must be at least 1, got %d", n)
+	}
+}
+
+func (l *loader) atLeast(key string, n, least int) {
+	if n < least {
+		l.errorf(key, "%d is less than %d", n, least)
 	}
 }
 

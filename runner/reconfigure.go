@@ -16,6 +16,25 @@ type settings struct {
 // Messages keep the due time already planned for them: a new retry policy
 // decides the delay after their next failed attempt, and a new lifetime
 // applies when their next attempt starts.
+//
+// A replaced client with a Close method (*upstream.Client) is closed: its
+// idle connections get QUIT, and those of attempts in flight are closed
+// when they finish.
 func (r *Runner) Reconfigure(up Deliverer, p Policy, relay string) {
-	r.cur.Store(&settings{up: up, policy: p, relay: relay})
+	old := r.cur.Swap(&settings{up: up, policy: p, relay: relay})
+	if old != nil && old.up != up {
+		go closeDeliverer(old.up)
+	}
+}
+
+// Close closes the upstream client if it has a Close method; call it when
+// the runner is done (after Run returned, or after Flush).
+func (r *Runner) Close() {
+	closeDeliverer(r.cur.Load().up)
+}
+
+func closeDeliverer(d Deliverer) {
+	if c, ok := d.(interface{ Close() error }); ok {
+		c.Close()
+	}
 }

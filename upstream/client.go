@@ -1,10 +1,11 @@
 // Package upstream relays queued mail to a smarthost over SMTP.
 //
-// A Client makes one delivery attempt per Deliver call on a fresh
-// connection: connect, TLS, EHLO, AUTH, MAIL, one RCPT per recipient, DATA.
-// It reports each recipient's outcome separately, or an *Error when the
-// attempt failed as a whole; the spool decides what to retry. See Error for
-// how failures are classified as temporary or permanent.
+// A Client makes one delivery attempt per Deliver call: MAIL, one RCPT per
+// recipient, DATA, on a connection that is connected, encrypted, greeted
+// and authenticated once and then reused for further messages (see
+// pool.go). It reports each recipient's outcome separately, or an *Error
+// when the attempt failed as a whole; the spool decides what to retry. See
+// Error for how failures are classified as temporary or permanent.
 //
 // It is built on github.com/emersion/go-smtp's Client but does the
 // cleartext part of STARTTLS itself (go-smtp offers STARTTLS only through
@@ -25,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -43,12 +45,15 @@ const (
 	quitTimeout = 10 * time.Second
 )
 
-// Client relays mail to one upstream. It holds no connection between
-// attempts and is safe for concurrent use.
+// Client relays mail to one upstream. It keeps a few authenticated
+// connections open between attempts (see pool.go) and is safe for
+// concurrent use. Close it when done.
 type Client struct {
 	// Trace, if not nil, receives a protocol trace of every attempt, with
 	// AUTH secrets and message data left out. Set it before first use.
 	// Meant for `outbox check`: concurrent attempts interleave their lines.
+	// A Client with a Trace does not reuse connections, so that each
+	// attempt's dialogue is complete, QUIT included, when Deliver returns.
 	Trace io.Writer
 	// Tokens, if not nil, gives the bearer token for auth = "xoauth2" or
 	// "oauthbearer", once per connection; nil reads it like a password.
@@ -59,6 +64,9 @@ type Client struct {
 	hello   string
 	log     *slog.Logger
 	traceMu sync.Mutex
+	connSeq atomic.Int64 // numbers connections in logs
+
+	pool
 }
 
 // New returns a Client for the upstream cfg, with defaults applied, that
@@ -70,11 +78,17 @@ func New(cfg config.Upstream, helloName string, log *slog.Logger) *Client {
 	if helloName == "" {
 		helloName = "localhost"
 	}
-	return &Client{
+	name := cfg.Name
+	if name == "" {
+		name = cfg.Address()
+	}
+	c := &Client{
 		cfg:   cfg,
 		hello: helloName,
-		log:   log.With("upstream", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))),
+		log:   log.With("upstream", name),
 	}
+	c.pool.init(cfg)
+	return c
 }
 
 func (c *Client) timeouts() (connect, command, data time.Duration) {
@@ -89,29 +103,36 @@ func (c *Client) timeouts() (connect, command, data time.Duration) {
 		or(c.cfg.DataTimeout, defaultDataTimeout)
 }
 
-// session is one connection to the upstream.
+// session is one connection to the upstream. Only one goroutine uses it
+// at a time: the one delivering through it, or the pool's.
 type session struct {
 	c       *Client
+	id      string // queue ID of the message being delivered, "" if none
 	ctx     context.Context
-	log     *slog.Logger
-	raw     net.Conn    // the TCP connection; closing it interrupts everything
-	stop    func() bool // stops the context watcher
+	log     *slog.Logger // connLog, with the queue ID while delivering
+	connLog *slog.Logger // with the upstream and the connection's number
+	raw     net.Conn     // the TCP connection; closing it interrupts everything
+	stop    func() bool  // stops the context watcher
 	sc      *smtp.Client
-	tls     *tlsInfo // nil while in cleartext
-	mech    string   // SASL mechanism used, "" if none
-	broken  bool     // the connection is unusable: skip QUIT
+	pg      *pregreeted // what sc reads from; reset talks to the server beneath it
+	tls     *tlsInfo    // nil while in cleartext
+	mech    string      // SASL mechanism used, "" if none
+	broken  bool        // the connection is unusable: skip QUIT, never reuse
 	trace   *tracer
 	capture *ehloCapture
+
+	msgs int         // transactions started (MAIL sent) on this connection
+	idle *time.Timer // closes the session once idle too long, while pooled
 }
 
 // open connects and gets s ready for MAIL: TLS, EHLO and AUTH as configured.
 // On error s is closed but keeps what was learned, for Probe.
 func (c *Client) open(ctx context.Context, s *session) (err error) {
-	s.c, s.ctx, s.log = c, ctx, c.log
+	s.c = c
+	s.connLog = c.log.With("conn", c.connSeq.Add(1))
+	s.begin(ctx, s.id)
 	connectTimeout, cmdTimeout, dataTimeout := c.timeouts()
-	if c.Trace != nil {
-		s.trace = &tracer{mu: &c.traceMu, w: c.Trace}
-	}
+	s.trace = c.tracer(s)
 
 	mode := c.cfg.TLS
 	var tlsCfg *tls.Config
@@ -137,9 +158,7 @@ func (c *Client) open(ctx context.Context, s *session) (err error) {
 		return newError(ctx, "connect", err)
 	}
 	s.raw = raw
-	// Cancellation closes the connection, which unblocks whatever go-smtp
-	// or crypto/tls is waiting for; the error then reports the cause.
-	s.stop = context.AfterFunc(ctx, func() { raw.Close() })
+	s.watch()
 	defer func() {
 		if err != nil {
 			s.close()
@@ -187,7 +206,8 @@ func (c *Client) open(ctx context.Context, s *session) (err error) {
 	} else {
 		leftover, _ = br.Peek(br.Buffered())
 	}
-	s.sc = smtp.NewClient(&pregreeted{Conn: conn, pending: append([]byte("220 ready\r\n"), leftover...)})
+	s.pg = &pregreeted{Conn: conn, pending: append([]byte("220 ready\r\n"), leftover...)}
+	s.sc = smtp.NewClient(s.pg)
 	s.sc.CommandTimeout = cmdTimeout
 	s.sc.SubmissionTimeout = dataTimeout
 	if err := s.sc.Hello(c.hello); err != nil {
@@ -314,7 +334,39 @@ func (s *session) close() {
 		s.sc.Quit() // only a courtesy: the outcome is already known
 	}
 	s.raw.Close()
-	s.stop()
+	if s.stop != nil {
+		s.stop()
+		s.stop = nil
+	}
+}
+
+// begin binds s to the attempt for the message id (may be ""): its
+// context and its log attributes.
+func (s *session) begin(ctx context.Context, id string) {
+	s.ctx, s.id, s.log = ctx, id, s.connLog
+	if id != "" {
+		s.log = s.connLog.With("id", id)
+	}
+	if s.raw != nil {
+		s.watch()
+	}
+}
+
+// watch makes cancellation of the attempt's context close the connection,
+// which unblocks whatever go-smtp or crypto/tls is waiting for; the error
+// then reports the cause.
+func (s *session) watch() {
+	raw := s.raw
+	s.stop = context.AfterFunc(s.ctx, func() { raw.Close() })
+}
+
+// end unbinds s from its attempt. A connection that the context closed is
+// broken.
+func (s *session) end() {
+	if s.stop != nil && !s.stop() {
+		s.broken = true
+	}
+	s.stop, s.id, s.log = nil, "", s.connLog
 }
 
 // pregreeted lets go-smtp's Client, which insists on reading a 220 greeting

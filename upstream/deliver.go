@@ -22,8 +22,9 @@ type Message struct {
 	EightBit   bool      // BODY=8BITMIME
 }
 
-// Deliver makes one attempt: connect, (TLS), EHLO, (AUTH), MAIL, RCPT each
-// recipient, DATA.
+// Deliver makes one attempt: MAIL, RCPT each recipient, DATA, on an idle
+// connection (after RSET) or a new one (connect, TLS, EHLO, AUTH). It waits,
+// on ctx, for a free connection when max_connections are busy.
 //
 // When the transaction gets as far as RCPT it returns one Result per
 // recipient, in order, and a nil error: a recipient is Delivered only when
@@ -35,24 +36,19 @@ type Message struct {
 // A failure of the attempt as a whole (connect, TLS, greeting, AUTH, MAIL,
 // any 421, a network error before DATA) returns a nil slice and an *Error
 // whose Temporary field says whether to retry.
+//
+// It returns as soon as the upstream answered: the connection goes back to
+// the pool, or is closed with QUIT in the background (see release).
 func (c *Client) Deliver(ctx context.Context, m *Message) ([]Result, error) {
 	if len(m.Recipients) == 0 {
 		return nil, nil
 	}
-	s := &session{}
-	if err := c.open(ctx, s); err != nil {
+	s, err := c.acquire(ctx, m.ID)
+	if err != nil {
 		return nil, err
 	}
-	s.log = s.log.With("id", m.ID)
 	res, err := s.send(m)
-	// QUIT in the background: the outcome is known, and the caller should
-	// record it at once, since a crash before it does means the message is
-	// sent again. A trace keeps the dialogue whole and in order instead.
-	if s.trace != nil {
-		s.close()
-	} else {
-		go s.close()
-	}
+	c.release(s)
 	return res, err
 }
 
@@ -78,6 +74,7 @@ func (s *session) send(m *Message) ([]Result, error) {
 			s.log.Warn("upstream does not offer 8BITMIME; sending 8-bit message as is")
 		}
 	}
+	s.msgs++
 	if err := s.sc.Mail(m.From, opts); err != nil {
 		e := s.fail("mail", err)
 		if r, ok := smtpReply(err); ok && r.code >= 500 && !wantsSetup(r) {
@@ -151,6 +148,7 @@ func (s *session) data(body io.Reader) (reply, error) {
 	// commands and the final reply), so a stalled server would block us
 	// forever.
 	s.raw.SetWriteDeadline(time.Now().Add(dataTimeout))
+	defer s.raw.SetWriteDeadline(time.Time{})
 
 	// Canonical CRLF in, so that no bare CR or LF reaches the upstream:
 	// textproto's DotWriter fixes bare LF but passes bare CR through, and

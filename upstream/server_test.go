@@ -35,6 +35,7 @@ type txn struct {
 	body  []byte
 	tls   bool
 	user  string
+	conn  int // which connection, counted from 1
 }
 
 // backend is a go-smtp Backend that records what it sees and answers as
@@ -46,8 +47,14 @@ type backend struct {
 	mailErr error
 	rcptErr map[string]error
 	dataErr error
+	// dataHook, if set, runs in Data after the message arrived and before
+	// it is answered; an error it returns is the reply.
+	dataHook func(body []byte) error
 
 	mu        sync.Mutex
+	conns     int // sessions started (one per connection)
+	logouts   int // sessions ended
+	events    []string
 	txns      []txn
 	mails     int // MAIL commands seen
 	authTries int
@@ -56,7 +63,32 @@ type backend struct {
 }
 
 func (be *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &srvSession{be: be, conn: c}, nil
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	be.conns++
+	return &srvSession{be: be, conn: c, n: be.conns}, nil
+}
+
+// counts returns how many connections the server has seen start and end.
+func (be *backend) counts() (conns, logouts int) {
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	return be.conns, be.logouts
+}
+
+// waitLogouts waits until n sessions have ended.
+func (be *backend) waitLogouts(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, l := be.counts(); l >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server saw %d sessions end, waited for %d", func() int { _, l := be.counts(); return l }(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (be *backend) snapshot() (txns []txn, mails, authTries, dataCalls int) {
@@ -68,6 +100,7 @@ func (be *backend) snapshot() (txns []txn, mails, authTries, dataCalls int) {
 type srvSession struct {
 	be   *backend
 	conn *smtp.Conn
+	n    int // connection number
 	user string
 	cur  txn
 }
@@ -111,12 +144,13 @@ func (s *srvSession) Auth(mech string) (sasl.Server, error) {
 func (s *srvSession) Mail(from string, opts *smtp.MailOptions) error {
 	s.be.mu.Lock()
 	s.be.mails++
+	s.be.events = append(s.be.events, "mail "+from)
 	s.be.mu.Unlock()
 	if s.be.mailErr != nil {
 		return s.be.mailErr
 	}
 	_, isTLS := s.conn.TLSConnectionState()
-	s.cur = txn{from: from, tls: isTLS, user: s.user}
+	s.cur = txn{from: from, tls: isTLS, user: s.user, conn: s.n}
 	if opts != nil {
 		s.cur.opts = *opts
 	}
@@ -133,6 +167,11 @@ func (s *srvSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 
 func (s *srvSession) Data(r io.Reader) error {
 	body, err := io.ReadAll(r)
+	if err == nil && s.be.dataHook != nil {
+		if err := s.be.dataHook(body); err != nil {
+			return err
+		}
+	}
 	s.be.mu.Lock()
 	defer s.be.mu.Unlock()
 	s.be.dataCalls++
@@ -145,11 +184,17 @@ func (s *srvSession) Data(r io.Reader) error {
 	}
 	s.cur.body = body
 	s.be.txns = append(s.be.txns, s.cur)
+	s.be.events = append(s.be.events, "data "+s.cur.from)
 	return nil
 }
 
-func (s *srvSession) Reset()        { s.cur = txn{} }
-func (s *srvSession) Logout() error { return nil }
+func (s *srvSession) Reset() { s.cur = txn{} }
+func (s *srvSession) Logout() error {
+	s.be.mu.Lock()
+	defer s.be.mu.Unlock()
+	s.be.logouts++
+	return nil
+}
 
 // loginServer is a server for the LOGIN mechanism, which go-sasl lacks.
 type loginServer struct {
@@ -205,11 +250,12 @@ type serverOpts struct {
 	pki          *testutil.PKI
 	insecureAuth bool
 	utf8         bool
+	readTimeout  time.Duration // default 10s
 }
 
 // startServer runs a go-smtp server for be on 127.0.0.1 and returns its
 // address.
-func startServer(t *testing.T, be *backend, o serverOpts) (string, int) {
+func startServer(t testing.TB, be *backend, o serverOpts) (string, int) {
 	t.Helper()
 	s := smtp.NewServer(be)
 	s.Domain = "mx.test"
@@ -217,6 +263,9 @@ func startServer(t *testing.T, be *backend, o serverOpts) (string, int) {
 	s.EnableSMTPUTF8 = o.utf8
 	s.MaxMessageBytes = 1 << 20
 	s.ReadTimeout = 10 * time.Second
+	if o.readTimeout > 0 {
+		s.ReadTimeout = o.readTimeout
+	}
 	s.WriteTimeout = 10 * time.Second
 	s.ErrorLog = log.New(io.Discard, "", 0)
 	l, err := net.Listen("tcp", "127.0.0.1:0")

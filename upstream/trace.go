@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 )
 
 // maxTapLine bounds what a tap keeps of one line; the rest is counted, not
@@ -62,11 +61,10 @@ func (b *tapBuf) feed(p []byte, emit func(line []byte, n int)) {
 // answer to a 334 challenge become "<redacted>". The message itself is not
 // traced, only its size: it is not ours to copy into a terminal or a log.
 type tracer struct {
-	mu     *sync.Mutex // shared by all sessions of a Client writing to one Trace
-	w      io.Writer
-	secret bool // the next client line answers a 334
-	data   bool // between 354 and the final dot
-	size   int  // bytes of message data so far
+	emit   func(line string) // one line, without newline
+	secret bool              // the next client line answers a 334
+	data   bool              // between 354 and the final dot
+	size   int               // bytes of message data so far
 }
 
 func (t *tracer) line(fromServer bool, l []byte, n int) {
@@ -82,31 +80,44 @@ func (t *tracer) line(fromServer bool, l []byte, n int) {
 				t.data, t.size = true, 0
 			}
 		}
-		t.printf("S: %s\n", l)
+		t.emit("S: " + string(l))
 	case t.data:
 		if string(l) == "." {
 			t.data = false
-			t.printf("C: <message data, %d bytes>\nC: .\n", t.size)
+			t.emit(fmt.Sprintf("C: <message data, %d bytes>", t.size))
+			t.emit("C: .")
 			return
 		}
 		t.size += n
 	case t.secret:
 		t.secret = false
-		t.printf("C: <redacted>\n")
+		t.emit("C: <redacted>")
 	default:
-		t.printf("C: %s\n", redactAuth(l))
+		t.emit("C: " + string(redactAuth(l)))
 	}
 }
 
 // note adds a line that is not part of the dialog, such as TLS details.
 func (t *tracer) note(format string, args ...any) {
-	t.printf("* "+format+"\n", args...)
+	t.emit("* " + fmt.Sprintf(format, args...))
 }
 
-func (t *tracer) printf(format string, args ...any) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	fmt.Fprintf(t.w, format, args...)
+// tracer returns the trace for session s: to the Client's Trace writer if
+// set, else to the log when the upstream has trace = true, else none. In
+// the log each line is one record at info level, carrying the upstream,
+// the connection's number and the queue ID of the message being sent.
+func (c *Client) tracer(s *session) *tracer {
+	switch {
+	case c.Trace != nil:
+		return &tracer{emit: func(l string) {
+			c.traceMu.Lock()
+			defer c.traceMu.Unlock()
+			io.WriteString(c.Trace, l+"\n")
+		}}
+	case c.cfg.Trace:
+		return &tracer{emit: func(l string) { s.log.Info("smtp", "line", l) }}
+	}
+	return nil
 }
 
 // redactAuth hides the initial response of "AUTH <mech> <initial-response>".

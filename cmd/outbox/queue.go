@@ -61,7 +61,9 @@ func queueMain(ctx context.Context, args []string, e env) error {
 		return showMessage(e.stdout, sp, ids[0], *asJSON)
 	case "flush":
 		log := newLogger(e.stderr, cfg.Log.Level)
-		res, err := newRunner(cfg, sp, 0, nil, log).Flush(ctx, ids)
+		r := newRunner(cfg, sp, 0, nil, log)
+		res, err := r.Flush(ctx, ids)
+		r.Close()
 		if err != nil {
 			return err
 		}

@@ -185,6 +185,7 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 			cancel(err)
 		}
 	}
+	r.Close() // QUIT on the upstream connections kept open
 	log.Info("outbox stopped")
 	if first != nil && !errors.Is(first, context.Canceled) {
 		return first
