@@ -191,6 +191,9 @@ type Upstream struct {
 	IdleTimeout              Duration `toml:"idle_timeout"`
 	MaxMessagesPerConnection int      `toml:"max_messages_per_connection"`
 	MaxConnections           int      `toml:"max_connections"`
+	// MessagesPerMinute spaces messages to this upstream evenly, for
+	// providers with a sending rate limit; 0 (default) is no limit.
+	MessagesPerMinute int `toml:"messages_per_minute"`
 
 	// Trace logs the SMTP dialogue with this upstream at info level, one
 	// record per line, AUTH secrets and message data left out (also

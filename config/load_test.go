@@ -259,10 +259,11 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name: "upstream connection reuse limits",
-			src:  upstream + "max_connections = 0\nmax_messages_per_connection = -1\n",
+			src:  upstream + "max_connections = 0\nmax_messages_per_connection = -1\nmessages_per_minute = -5\n",
 			want: []string{
 				f + ":3: upstream[0].max_connections: 0 is less than 1",
 				f + ":4: upstream[0].max_messages_per_connection: -1 is less than 1",
+				f + ":5: upstream[0].messages_per_minute: -5 is less than 0",
 			},
 		},
 		{
@@ -756,6 +757,7 @@ func TestExampleCommentedDefaults(t *testing.T) {
 		`# idle_timeout = "5s"`:                                                   `idle_timeout = "5s"`,
 		`# max_messages_per_connection = 100`:                                     `max_messages_per_connection = 100`,
 		`# max_connections = 4`:                                                   `max_connections = 4`,
+		`# messages_per_minute = 0`:                                               `messages_per_minute = 0`,
 		`# trace = false`:                                                         `trace = false`,
 	} {
 		if !strings.Contains(src, line) {

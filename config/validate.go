@@ -207,6 +207,7 @@ func (l *loader) upstream(u *Upstream, p string) {
 	l.positive(p+".data_timeout", u.DataTimeout)
 	l.atLeast(p+".max_messages_per_connection", u.MaxMessagesPerConnection, 1)
 	l.atLeast(p+".max_connections", u.MaxConnections, 1)
+	l.atLeast(p+".messages_per_minute", u.MessagesPerMinute, 0)
 }
 
 func (l *loader) oneOf(key, v string, allowed ...string) bool {

@@ -65,6 +65,7 @@ type Client struct {
 	log     *slog.Logger
 	traceMu sync.Mutex
 	connSeq atomic.Int64 // numbers connections in logs
+	rate    *rateLimit   // nil: messages_per_minute = 0
 
 	pool
 }
@@ -88,6 +89,7 @@ func New(cfg config.Upstream, helloName string, log *slog.Logger) *Client {
 		log:   log.With("upstream", name),
 	}
 	c.pool.init(cfg)
+	c.rate = newRateLimit(cfg.MessagesPerMinute)
 	return c
 }
 

@@ -43,6 +43,9 @@ func (c *Client) Deliver(ctx context.Context, m *Message) ([]Result, error) {
 	if len(m.Recipients) == 0 {
 		return nil, nil
 	}
+	if err := c.rate.wait(ctx); err != nil {
+		return nil, err
+	}
 	s, err := c.acquire(ctx, m.ID)
 	if err != nil {
 		return nil, err

@@ -71,7 +71,7 @@ type Result struct {
 // Per-recipient answers (RCPT and the DATA reply) are reported as Results,
 // not as an Error; see Client.Deliver.
 type Error struct {
-	Op        string // "connect", "tls-config", "tls", "greeting", "ehlo", "starttls", "credentials", "auth", "mail", "rcpt", "data"
+	Op        string // "rate-limit", "connect", "tls-config", "tls", "greeting", "ehlo", "starttls", "credentials", "auth", "mail", "rcpt", "data"
 	Code      int    // SMTP reply code, 0 if none
 	Enhanced  string // enhanced status code "4.7.0", "" if none
 	Text      string // reply text or error text, safe to log and store
