@@ -40,6 +40,7 @@ port = %d
 tls = "starttls"
 ca_file = %q
 username = "app@example.com"
+idle_timeout = "0s" # no connection reuse: every message authenticates with the token of the moment
 
 [upstream.oauth2]
 token_url = "%s/token"
