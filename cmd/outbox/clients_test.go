@@ -28,14 +28,7 @@ const (
 // test is skipped, except in CI (CI=true), which installs it (.ci/run).
 func needTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed; CI must install it (.ci/run packages=…): %v", name, err)
-		}
-		t.Skipf("%s is not installed: %v", name, err)
-	}
-	return p
+	return testutil.NeedTool(t, name)
 }
 
 // newAuthWorld is newWorld with a listener that offers STARTTLS and AUTH

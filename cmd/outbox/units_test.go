@@ -5,7 +5,6 @@ package main
 // set outbox.socket passes.
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/outboxmta/outbox/internal/testutil"
 )
 
 // unitDir holds the units the packages install.
@@ -88,35 +89,10 @@ func execPaths(t *testing.T) []string {
 	return out
 }
 
-// unitValues returns every value of key in section of a unit in unitDir,
-// in order.
+// unitValues returns every value of key in section of a unit in unitDir.
 func unitValues(t *testing.T, unit, section, key string) []string {
 	t.Helper()
-	f, err := os.Open(filepath.Join(unitDir, unit))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []string
-	cur := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case line == "" || line[0] == '#' || line[0] == ';':
-		case line[0] == '[':
-			cur = strings.Trim(line, "[]")
-		default:
-			k, v, _ := strings.Cut(line, "=")
-			if cur == section && strings.TrimSpace(k) == key {
-				out = append(out, strings.TrimSpace(v))
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return testutil.UnitValues(t, filepath.Join(unitDir, unit), section, key)
 }
 
 // verifyUnits runs systemd-analyze verify on the units in root and returns
