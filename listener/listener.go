@@ -224,8 +224,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, ep Endpoint) error {
 
 	stop := context.AfterFunc(ctx, func() {
 		sessions.stop()
-		// Shutdown closes the socket, which ends srv.Serve below; the
-		// sessions are drain's to end.
+		// Closing the socket ends srv.Serve below. Shutdown closes only
+		// the listeners srv.Serve has registered, which it may not have
+		// yet when ctx was done before this Serve began (a SIGTERM right
+		// after start), so the socket is closed here too. The sessions
+		// are drain's to end.
+		l.Close()
 		sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 		defer cancel()
 		srv.Shutdown(sctx)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -341,4 +342,33 @@ func expectInOrder(t *testing.T, out string, want []string) (rest string) {
 		rest = rest[i+len(w):]
 	}
 	return rest
+}
+
+// A shutdown that comes before Serve began (SIGTERM right after the
+// sockets were opened) still ends Serve: go-smtp's Shutdown closes only
+// the listeners its Serve has registered, so Serve closes its own too.
+func TestServeStoppedBeforeStart(t *testing.T) {
+	sp, err := spool.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(sp, Options{Hostname: "relay.test"}, nil, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 50 {
+		l, err := Listen(Endpoint{Address: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(ctx, l, Endpoint{Address: "127.0.0.1:0"}) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Serve did not return after its context was done")
+		}
+	}
 }
