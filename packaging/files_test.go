@@ -61,6 +61,13 @@ func spoolModes(t *testing.T) []want {
 	return out
 }
 
+// stateModes lists the directories outside the spool that tmpfiles.d
+// makes: the sendmail socket's, and the one for rotated OAuth2 tokens.
+var stateModes = []want{
+	{"/run/outbox", "outbox", "outbox", 0o755},
+	{"/var/lib/outbox", "outbox", "outbox", 0o700},
+}
+
 // checkModes fails for each path under root whose owner, group or
 // permissions differ from w, naming users as root's own databases do.
 func checkModes(t *testing.T, root string, ws []want) {
@@ -197,7 +204,7 @@ func TestSysusersTmpfiles(t *testing.T) {
 	if out, err := exec.Command(tmpfilesBin, "--root="+root, "--create", copyTemp(t, tmpfiles)).CombinedOutput(); err != nil || len(out) > 0 {
 		t.Fatalf("systemd-tmpfiles: %v\n%s", err, out)
 	}
-	checkModes(t, root, append(spoolModes(t), want{"/run/outbox", "outbox", "outbox", 0o755}))
+	checkModes(t, root, append(spoolModes(t), stateModes...))
 }
 
 // copyTemp returns the path of a copy of file. The systemd tools given

@@ -258,10 +258,9 @@ func TestInstallDeb(t *testing.T) {
 	}
 	mustRun(t, root, "dpkg", "-i", "/tmp/outbox.deb")
 
-	installed := append(spoolModes(t),
+	installed := append(append(spoolModes(t), stateModes...),
 		want{"/usr/sbin/outbox", "root", "outbox", 0o2755},
 		want{"/etc/outbox/outbox.toml", "root", "outbox", 0o640},
-		want{"/run/outbox", "outbox", "outbox", 0o755},
 	)
 	checkModes(t, root, installed)
 	u, g := entry(t, root, "passwd", "outbox"), entry(t, root, "group", "outbox")
@@ -334,7 +333,7 @@ func TestInstallDeb(t *testing.T) {
 	}
 
 	mustRun(t, root, "dpkg", "-P", "outbox")
-	for _, gone := range []string{"/etc/outbox", spoolDir, "/etc/systemd/system/sockets.target.wants/outbox.socket", "/etc/systemd/system/outbox.socket"} {
+	for _, gone := range []string{"/etc/outbox", spoolDir, "/var/lib/outbox", "/etc/systemd/system/sockets.target.wants/outbox.socket", "/etc/systemd/system/outbox.socket"} {
 		if _, err := os.Lstat(filepath.Join(root, gone)); err == nil {
 			t.Errorf("dpkg -P left %s", gone)
 		}
