@@ -1,14 +1,13 @@
 package metrics
 
 import (
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/outboxmta/outbox/internal/testutil"
 	"github.com/outboxmta/outbox/spool"
 )
 
@@ -17,28 +16,7 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(srv.URL + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
-}
-
-// sample returns the value of series (name and labels, labels sorted, as
-// the text format writes them) in a scrape, and false if it is missing.
-func sample(scrape, series string) (float64, bool) {
-	for line := range strings.SplitSeq(scrape, "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			return f, err == nil
-		}
-	}
-	return 0, false
+	return testutil.Get(t, srv.URL+path)
 }
 
 func TestCounters(t *testing.T) {
@@ -59,7 +37,7 @@ func TestCounters(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("/metrics: %d\n%s", code, body)
 	}
-	for series, want := range map[string]float64{
+	testutil.CheckSamples(t, body, map[string]float64{
 		`outbox_messages_accepted_total{origin="smtp"}`:                                     2,
 		`outbox_messages_accepted_total{origin="maildrop"}`:                                 1,
 		`outbox_messages_accepted_total{origin="sendmail"}`:                                 0,
@@ -74,11 +52,7 @@ func TestCounters(t *testing.T) {
 		`outbox_queue_messages{state="queue"}`:                                              0,
 		`outbox_queue_oldest_message_age_seconds`:                                           0,
 		`outbox_queue_scrape_errors`:                                                        0,
-	} {
-		if got, ok := sample(body, series); !ok || got != want {
-			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
-		}
-	}
+	})
 }
 
 func TestQueueGauges(t *testing.T) {
@@ -103,17 +77,13 @@ func TestQueueGauges(t *testing.T) {
 	c.now = func() time.Time { return arrived.Add(90 * time.Second) }
 
 	_, body := get(t, m.Handler(func() bool { return true }), "/metrics")
-	for series, want := range map[string]float64{
+	testutil.CheckSamples(t, body, map[string]float64{
 		`outbox_queue_messages{state="queue"}`:    2,
 		`outbox_queue_messages{state="hold"}`:     1,
 		`outbox_queue_messages{state="failed"}`:   1,
 		`outbox_queue_messages{state="incoming"}`: 0,
 		`outbox_queue_oldest_message_age_seconds`: 90,
-	} {
-		if got, ok := sample(body, series); !ok || got != want {
-			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
-		}
-	}
+	})
 }
 
 func TestHealthz(t *testing.T) {

@@ -1,43 +1,12 @@
 package main
 
 import (
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
-	"time"
+
+	"github.com/outboxmta/outbox/internal/testutil"
 )
-
-// scrape GETs url and returns the status and body.
-func scrape(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
-}
-
-// metricValue returns the value of series (labels sorted, as the text
-// format writes them) in a scrape, or -1 when it is missing.
-func metricValue(scrape, series string) float64 {
-	for line := range strings.SplitSeq(scrape, "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			if f, err := strconv.ParseFloat(v, 64); err == nil {
-				return f
-			}
-		}
-	}
-	return -1
-}
 
 // Mail through a real daemon, then a scrape of its [metrics] listener,
 // as Prometheus would.
@@ -54,7 +23,7 @@ func TestMetricsScrape(t *testing.T) {
 	waitFor(t, "the sink to listen", func() bool { return listening(w.sinkAddr) })
 	d := w.serveWithEnv(t, filepath.Join(bin, "outbox"))
 
-	code, body := scrape(t, "http://"+addr+"/healthz")
+	code, body := testutil.Get(t, "http://"+addr+"/healthz")
 	if code != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", code, body)
 	}
@@ -67,9 +36,9 @@ func TestMetricsScrape(t *testing.T) {
 	d.logged(t, "moved to failed", mixed)
 	waitFor(t, "the queue to empty", func() bool { return len(w.queue(t)) == 0 })
 
-	_, m := scrape(t, "http://"+addr+"/metrics")
+	_, m := testutil.Get(t, "http://"+addr+"/metrics")
 	relay := `upstream="` + w.sinkAddr + `"`
-	for series, want := range map[string]float64{
+	testutil.CheckSamples(t, m, map[string]float64{
 		`outbox_messages_accepted_total{origin="smtp"}`:             2,
 		`outbox_messages_accepted_total{origin="sendmail"}`:         1,
 		`outbox_deliveries_total{status="delivered",` + relay + `}`: 4,
@@ -79,12 +48,5 @@ func TestMetricsScrape(t *testing.T) {
 		`outbox_queue_messages{state="queue"}`:                      0,
 		`outbox_queue_messages{state="failed"}`:                     1,
 		`outbox_queue_oldest_message_age_seconds`:                   0,
-	} {
-		if got := metricValue(m, series); got != want {
-			t.Errorf("%s = %v, want %v", series, got, want)
-		}
-	}
-	if t.Failed() {
-		t.Logf("scrape:\n%s", m)
-	}
+	})
 }
