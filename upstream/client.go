@@ -66,6 +66,7 @@ type Client struct {
 	traceMu sync.Mutex
 	connSeq atomic.Int64 // numbers connections in logs
 	rate    *rateLimit   // nil: messages_per_minute = 0
+	auth    authState
 
 	pool
 }
@@ -90,6 +91,7 @@ func New(cfg config.Upstream, helloName string, log *slog.Logger) *Client {
 	}
 	c.pool.init(cfg)
 	c.rate = newRateLimit(cfg.MessagesPerMinute)
+	c.auth.now = time.Now
 	return c
 }
 

@@ -43,10 +43,14 @@ func (c *Client) Deliver(ctx context.Context, m *Message) ([]Result, error) {
 	if len(m.Recipients) == 0 {
 		return nil, nil
 	}
+	probe, err := c.held()
+	if err != nil {
+		return nil, err
+	}
 	if err := c.rate.wait(ctx); err != nil {
 		return nil, err
 	}
-	s, err := c.acquire(ctx, m.ID)
+	s, err := c.acquire(ctx, m.ID, probe)
 	if err != nil {
 		return nil, err
 	}

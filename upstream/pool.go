@@ -71,8 +71,8 @@ func (p *pool) init(cfg config.Upstream) {
 }
 
 // acquire returns a session ready for MAIL for the message id: an idle one
-// that still answers, or a new one.
-func (c *Client) acquire(ctx context.Context, id string) (*session, error) {
+// that still answers, or a new one (always, if fresh).
+func (c *Client) acquire(ctx context.Context, id string, fresh bool) (*session, error) {
 	select {
 	case c.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -80,7 +80,7 @@ func (c *Client) acquire(ctx context.Context, id string) (*session, error) {
 		e.Text += fmt.Sprintf(" (waiting for a free connection: max_connections = %d)", cap(c.slots))
 		return nil, e
 	}
-	if s := c.takeIdle(); s != nil {
+	if s := c.takeIdle(fresh); s != nil {
 		s.begin(ctx, id)
 		err := s.reset()
 		if err == nil {
@@ -96,19 +96,22 @@ func (c *Client) acquire(ctx context.Context, id string) (*session, error) {
 		s.log.Debug("idle connection no longer usable; connecting again", "err", err)
 	}
 	s := &session{id: id}
-	if err := c.open(ctx, s); err != nil {
+	err := c.open(ctx, s)
+	c.noteSetup(err)
+	if err != nil {
 		<-c.slots
 		return nil, err
 	}
 	return s, nil
 }
 
-// takeIdle removes the most recently used idle session from the pool.
-func (c *Client) takeIdle() *session {
+// takeIdle removes the most recently used idle session from the pool,
+// unless the caller wants a fresh one.
+func (c *Client) takeIdle(fresh bool) *session {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := len(c.idle)
-	if n == 0 {
+	if n == 0 || fresh {
 		return nil
 	}
 	s := c.idle[n-1]

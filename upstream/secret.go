@@ -44,6 +44,20 @@ func password(ctx context.Context, u config.Upstream) (string, error) {
 	return "", errors.New("no password configured (set password, password_file or password_command)")
 }
 
+// secretSource names where the upstream's secret comes from, for messages
+// that tell the administrator what to fix.
+func secretSource(u config.Upstream) string {
+	switch {
+	case u.Password != "":
+		return "password in the configuration file"
+	case u.PasswordFile != "":
+		return "password_file " + u.PasswordFile
+	case len(u.PasswordCommand) > 0:
+		return fmt.Sprintf("password_command %q", u.PasswordCommand[0])
+	}
+	return "the configuration"
+}
+
 // runPasswordCommand runs argv directly (no shell, so nothing in it is
 // interpreted) and returns the first line of its output.
 func runPasswordCommand(ctx context.Context, argv []string) (string, error) {
