@@ -258,6 +258,7 @@ func (r *Runner) deliver(ctx context.Context, cur *settings, l *spool.Locked) {
 	msg := &upstream.Message{
 		ID: env.ID, From: env.From, Recipients: env.Pending(),
 		Body: l.Body(), Size: env.Size, UTF8: env.UTF8, EightBit: env.EightBit,
+		DSNRet: env.DSNRet, EnvID: env.EnvID, DSN: pendingDSN(env),
 	}
 	start := r.now()
 	results, err := cur.up.Deliver(ctx, msg)
@@ -311,6 +312,18 @@ func (r *Runner) deliver(ctx context.Context, cur *settings, l *spool.Locked) {
 			r.log.Warn("deferred", append(attrs, "attempts", env.Attempts)...)
 		}
 	}
+}
+
+// pendingDSN returns the DSN parameters of the pending recipients, in the
+// order of env.Pending().
+func pendingDSN(env *spool.Envelope) []upstream.RecipientDSN {
+	var out []upstream.RecipientDSN
+	for _, rc := range env.Recipients {
+		if rc.Status == spool.Pending {
+			out = append(out, upstream.RecipientDSN{Notify: rc.DSNNotify, Orcpt: rc.DSNOrcpt})
+		}
+	}
+	return out
 }
 
 func reply(res upstream.Result) string {

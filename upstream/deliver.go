@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -20,6 +21,20 @@ type Message struct {
 	Size       int64     // for SIZE=, 0 if unknown
 	UTF8       bool      // needs SMTPUTF8
 	EightBit   bool      // BODY=8BITMIME
+
+	// DSN parameters (RFC 3461) as the spool stores them, passed on when
+	// the upstream offers DSN (and dropped, as RFC 3461 section 4.1 lets
+	// a relay do, when it does not).
+	DSNRet string         // RET=: "FULL", "HDRS" or ""
+	EnvID  string         // ENVID=, decoded; "" for none
+	DSN    []RecipientDSN // per recipient, in the order of Recipients; nil: none
+}
+
+// RecipientDSN holds a recipient's DSN parameters, as the spool stores
+// them (spool.Recipient.DSNNotify and DSNOrcpt).
+type RecipientDSN struct {
+	Notify string // NOTIFY=: "NEVER" or a comma-separated set of SUCCESS, FAILURE, DELAY; "" for none
+	Orcpt  string // ORCPT= as "addr-type;address" with the address decoded ("rfc822;a@example.org"); "" for none
 }
 
 // Deliver makes one attempt: MAIL, RCPT each recipient, DATA, on an idle
@@ -64,7 +79,13 @@ func (s *session) send(m *Message) ([]Result, error) {
 	if strings.ContainsAny(m.From, "\r\n") {
 		return nil, &Error{Op: "mail", Text: "invalid sender address: contains a line break"}
 	}
+	if limit, ok := s.sc.MaxMessageSize(); ok && limit > 0 && m.Size > int64(limit) {
+		// Permanent: the same upstream will not take it later either.
+		return nil, &Error{Op: "mail", Enhanced: "5.3.4",
+			Text: fmt.Sprintf("message is %d bytes, larger than the %d bytes the upstream accepts (its SIZE limit)", m.Size, limit)}
+	}
 	opts := &smtp.MailOptions{Size: m.Size, UTF8: m.UTF8 || !isASCII(m.From)}
+	opts.Return, opts.EnvelopeID = s.mailDSN(m)
 	for _, r := range m.Recipients {
 		opts.UTF8 = opts.UTF8 || !isASCII(r)
 	}
@@ -99,7 +120,7 @@ func (s *session) send(m *Message) ([]Result, error) {
 			results[i].Text = "invalid recipient address: contains a line break"
 			continue
 		}
-		err := s.sc.Rcpt(rcpt, nil)
+		err := s.sc.Rcpt(rcpt, s.rcptDSN(m, i))
 		if err == nil {
 			accepted = append(accepted, i) // Delivered only once DATA succeeds
 			continue

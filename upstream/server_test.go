@@ -29,13 +29,14 @@ import (
 
 // txn is one transaction the test server received completely.
 type txn struct {
-	from  string
-	opts  smtp.MailOptions
-	rcpts []string
-	body  []byte
-	tls   bool
-	user  string
-	conn  int // which connection, counted from 1
+	from     string
+	opts     smtp.MailOptions
+	rcpts    []string
+	body     []byte
+	tls      bool
+	user     string
+	conn     int // which connection, counted from 1
+	rcptOpts []smtp.RcptOptions
 }
 
 // backend is a go-smtp Backend that records what it sees and answers as
@@ -157,11 +158,16 @@ func (s *srvSession) Mail(from string, opts *smtp.MailOptions) error {
 	return nil
 }
 
-func (s *srvSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *srvSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := s.be.rcptErr[to]; err != nil {
 		return err
 	}
 	s.cur.rcpts = append(s.cur.rcpts, to)
+	var o smtp.RcptOptions
+	if opts != nil {
+		o = *opts
+	}
+	s.cur.rcptOpts = append(s.cur.rcptOpts, o)
 	return nil
 }
 
@@ -251,6 +257,8 @@ type serverOpts struct {
 	insecureAuth bool
 	utf8         bool
 	readTimeout  time.Duration // default 10s
+	dsn          bool
+	maxSize      int64 // SIZE limit; default 1 MiB
 }
 
 // startServer runs a go-smtp server for be on 127.0.0.1 and returns its
@@ -262,6 +270,10 @@ func startServer(t testing.TB, be *backend, o serverOpts) (string, int) {
 	s.AllowInsecureAuth = o.insecureAuth
 	s.EnableSMTPUTF8 = o.utf8
 	s.MaxMessageBytes = 1 << 20
+	if o.maxSize > 0 {
+		s.MaxMessageBytes = o.maxSize
+	}
+	s.EnableDSN = o.dsn
 	s.ReadTimeout = 10 * time.Second
 	if o.readTimeout > 0 {
 		s.ReadTimeout = o.readTimeout
