@@ -205,6 +205,12 @@ func (w *world) smtpSend(t *testing.T, from string, to []string, msg string) str
 // smtpTry is smtpSend returning a refusal at the end of DATA as an error.
 func (w *world) smtpTry(t *testing.T, from string, to []string, msg string) (string, error) {
 	t.Helper()
+	return w.smtpTryOpts(t, nil, from, to, msg)
+}
+
+// smtpTryOpts is smtpTry with MAIL FROM parameters.
+func (w *world) smtpTryOpts(t *testing.T, opts *smtp.MailOptions, from string, to []string, msg string) (string, error) {
+	t.Helper()
 	c, err := smtp.Dial(w.listen)
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +219,7 @@ func (w *world) smtpTry(t *testing.T, from string, to []string, msg string) (str
 	if err := c.Hello("client.test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Mail(from, nil); err != nil {
+	if err := c.Mail(from, opts); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range to {
@@ -239,7 +245,13 @@ func (w *world) smtpTry(t *testing.T, from string, to []string, msg string) (str
 // delivered returns the messages the sink stored.
 func (w *world) delivered(t *testing.T) []string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(w.sinkDir, "*.eml"))
+	return readFiles(t, filepath.Join(w.sinkDir, "*.eml"))
+}
+
+// readFiles returns the contents of the files matching pattern.
+func readFiles(t *testing.T, pattern string) []string {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -238,19 +238,7 @@ func (e *eximServer) received(t *testing.T, msgID string) string {
 // the maildir (Exim stores LF line endings).
 func (e *eximServer) mailbox(t *testing.T, who string) []string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(e.dir, "mail", who, "new", "*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, string(b))
-	}
-	return out
+	return readFiles(t, filepath.Join(e.dir, "mail", who, "new", "*"))
 }
 
 // allMail counts the messages in every mailbox.
@@ -293,35 +281,11 @@ auth = %q
 // returns the queue ID.
 func (w *world) submit8bit(t *testing.T, from string, to []string, msg string) string {
 	t.Helper()
-	c, err := smtp.Dial(w.listen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Hello("client.test"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Mail(from, &smtp.MailOptions{Body: smtp.Body8BitMIME}); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range to {
-		if err := c.Rcpt(r, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	d, err := c.Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Write([]byte(msg)); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := d.CloseWithResponse()
+	reply, err := w.smtpTryOpts(t, &smtp.MailOptions{Body: smtp.Body8BitMIME}, from, to, msg)
 	if err != nil {
 		t.Fatalf("end of DATA: %v", err)
 	}
-	c.Quit()
-	return resp.StatusText[strings.LastIndex(resp.StatusText, " ")+1:]
+	return reply[strings.LastIndex(reply, " ")+1:]
 }
 
 // lf turns CRLF into LF, as Exim stores messages.
