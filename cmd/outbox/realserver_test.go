@@ -31,10 +31,12 @@ const (
 )
 
 // eximConfig is the whole Exim configuration; %[1]s is the directory,
-// %[2]s the port, %[3]d and %[4]d the uid and gid deliveries run as. Mailboxes exist for
+// %[2]s the port, %[3]d and %[4]d the uid and gid deliveries run as,
+// %[5]s the binary (Exim runs itself for deliveries). Mailboxes exist for
 // alice, bob and sender at mx.test; any other recipient gets 550 at RCPT.
 // Only authenticated clients may send, and AUTH is offered only over TLS.
 const eximConfig = `primary_hostname = mx.test
+exim_path = %[5]s
 spool_directory = %[1]s/spool
 log_file_path = %[1]s/log/%%slog
 local_interfaces = 127.0.0.1
@@ -106,10 +108,15 @@ type eximServer struct {
 	pki  *testutil.PKI
 }
 
-// eximPath finds Exim, which Debian installs in /usr/sbin (not always in
-// a user's PATH).
+// eximPath finds Exim: $OUTBOX_TEST_EXIM (an unpacked package, for a
+// machine whose MTA is another one: Debian installs one MTA at a time),
+// else exim4, which Debian installs in /usr/sbin (not always in a user's
+// PATH).
 func eximPath(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("OUTBOX_TEST_EXIM"); p != "" {
+		return p
+	}
 	if _, err := exec.LookPath("exim4"); err != nil {
 		if _, err := os.Stat("/usr/sbin/exim4"); err == nil {
 			return "/usr/sbin/exim4"
@@ -179,7 +186,7 @@ func startExim(t *testing.T) *eximServer {
 		}
 	}
 	conf := filepath.Join(dir, "exim.conf")
-	testutil.WriteFile(t, conf, fmt.Appendf(nil, eximConfig, dir, port, uid, gid), 0o644)
+	testutil.WriteFile(t, conf, fmt.Appendf(nil, eximConfig, dir, port, uid, gid, exim), 0o644)
 	// -bV reads the configuration and exits: a mistake shows here rather
 	// than as a daemon that never listens.
 	if out, err := exec.Command(exim, "-C", conf, "-bV").CombinedOutput(); err != nil {
