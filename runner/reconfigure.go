@@ -1,5 +1,12 @@
 package runner
 
+import (
+	"context"
+
+	"github.com/outboxmta/outbox/relay"
+	"github.com/outboxmta/outbox/upstream"
+)
+
 // settings are what Reconfigure may replace while the runner runs. They are
 // swapped whole; an attempt loads them once when it begins and uses that
 // copy to the end, so an attempt never mixes two configurations.
@@ -37,4 +44,14 @@ func closeDeliverer(d Deliverer) {
 	if c, ok := d.(interface{ Close() error }); ok {
 		c.Close()
 	}
+}
+
+// route makes one attempt through the configured upstream(s) and names
+// the upstream that answered.
+func (s *settings) route(ctx context.Context, m *upstream.Message) (relay.Via, []upstream.Result, error) {
+	if rt, ok := s.up.(Router); ok {
+		return rt.Route(ctx, m)
+	}
+	res, err := s.up.Deliver(ctx, m)
+	return relay.Via{Name: s.relay}, res, err
 }

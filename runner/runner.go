@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outboxmta/outbox/relay"
 	"github.com/outboxmta/outbox/spool"
 	"github.com/outboxmta/outbox/upstream"
 )
@@ -22,6 +23,13 @@ import (
 // Deliverer makes one delivery attempt; *upstream.Client is one.
 type Deliverer interface {
 	Deliver(ctx context.Context, m *upstream.Message) ([]upstream.Result, error)
+}
+
+// Router is a Deliverer that picks one of several upstreams for each
+// attempt and says which (*relay.Group). The runner logs that name, and
+// not Options.Relay, for a Router's attempts.
+type Router interface {
+	Route(ctx context.Context, m *upstream.Message) (relay.Via, []upstream.Result, error)
 }
 
 // Options tunes a Runner; zero values take the defaults.
@@ -261,7 +269,7 @@ func (r *Runner) deliver(ctx context.Context, cur *settings, l *spool.Locked) {
 		DSNRet: env.DSNRet, EnvID: env.EnvID, DSN: pendingDSN(env),
 	}
 	start := r.now()
-	results, err := cur.up.Deliver(ctx, msg)
+	via, results, err := cur.route(ctx, msg)
 	now := r.now()
 	defer r.observe(cur.relay, now.Sub(start), env, msg.Recipients)
 	env.Attempts++
@@ -277,11 +285,11 @@ func (r *Runner) deliver(ctx context.Context, cur *settings, l *spool.Locked) {
 			rc.Reply, rc.Updated = env.LastError, now
 			if !temporary {
 				rc.Status = spool.Failed
-				r.log.Warn("failed", "id", env.ID, "to", rc.Addr, "relay", cur.relay, "reply", rc.Reply)
+				r.log.Warn("failed", "id", env.ID, "to", rc.Addr, "relay", via.Name, "reply", rc.Reply)
 			}
 		}
 		if temporary {
-			r.log.Warn("deferred", "id", env.ID, "relay", cur.relay, "nrcpt", len(msg.Recipients),
+			r.log.Warn("deferred", "id", env.ID, "relay", via.Name, "nrcpt", len(msg.Recipients),
 				"attempts", env.Attempts, "reason", env.LastError)
 		}
 		return
@@ -298,7 +306,7 @@ func (r *Runner) deliver(ctx context.Context, cur *settings, l *spool.Locked) {
 			continue
 		}
 		rc.Reply, rc.Updated = reply(res), now
-		attrs := []any{"id", env.ID, "to", rc.Addr, "relay", cur.relay, "reply", rc.Reply}
+		attrs := []any{"id", env.ID, "to", rc.Addr, "relay", via.Name, "reply", rc.Reply}
 		switch res.Status {
 		case upstream.Delivered:
 			rc.Status = spool.Delivered

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outboxmta/outbox/internal/testutil"
+	"github.com/outboxmta/outbox/relay"
 	"github.com/outboxmta/outbox/spool"
 	"github.com/outboxmta/outbox/upstream"
 )
@@ -290,5 +292,46 @@ func TestFlushAndNotDue(t *testing.T) {
 	got, _ = r.Flush(context.Background(), []string{a.ID})
 	if got[0].Outcome != "not in the queue" {
 		t.Errorf("Flush of a delivered message: %+v", got)
+	}
+}
+
+// routedUpstream is a Router that answers through a fixed upstream name.
+type routedUpstream struct {
+	fakeUpstream
+	name string
+}
+
+func (r *routedUpstream) Route(ctx context.Context, m *upstream.Message) (relay.Via, []upstream.Result, error) {
+	res, err := r.Deliver(ctx, m)
+	return relay.Via{Name: r.name, Host: r.name + ".test"}, res, err
+}
+
+// Every delivered, deferred and failed line names the upstream a Router
+// used, not the runner's default relay name.
+func TestLogsNameRouterRelay(t *testing.T) {
+	up := &routedUpstream{name: "backup", fakeUpstream: fakeUpstream{replies: map[string]upstream.Status{
+		"b@x": upstream.Delivered, "c@x": upstream.Deferred, "d@x": upstream.Failed}}}
+	var log testutil.SyncBuffer
+	sp, err := spool.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(sp, up, Policy{RetryMin: time.Minute, RetryMax: time.Hour, Lifetime: time.Hour},
+		Options{Relay: "primary"}, slog.New(slog.NewTextHandler(&log, nil)))
+	env := queue(t, sp, "b@x", "c@x", "d@x")
+	r.attempt(context.Background(), env.ID, true)
+	for _, what := range []string{"delivered", "deferred", "failed"} {
+		found := false
+		for l := range strings.SplitSeq(log.String(), "\n") {
+			if strings.Contains(l, "msg="+what) {
+				found = true
+				if !strings.Contains(l, "relay=backup") {
+					t.Errorf("%s line without relay=backup: %s", what, l)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no %s line in:\n%s", what, log.String())
+		}
 	}
 }

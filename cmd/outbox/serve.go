@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/outboxmta/outbox/internal/address"
 	"github.com/outboxmta/outbox/listener"
 	"github.com/outboxmta/outbox/oauth"
+	"github.com/outboxmta/outbox/relay"
 	"github.com/outboxmta/outbox/runner"
 	"github.com/outboxmta/outbox/spool"
 	"github.com/outboxmta/outbox/upstream"
@@ -41,13 +43,18 @@ func serveMain(ctx context.Context, args []string, e env) error {
 	return serve(ctx, cfg, e, hup)
 }
 
-// newUpstream returns the client for the upstream in use: the first; with
-// none (an air-gapped relay whose mail leaves by export), one that defers.
+// newUpstream returns what delivers for the runner: every [[upstream]],
+// tried in order with failover (relay.Group); with none (an air-gapped
+// relay whose mail leaves by export), one that defers.
 func newUpstream(cfg *config.Config, log *slog.Logger) runner.Deliverer {
 	if len(cfg.Upstreams) == 0 {
 		return noUpstream{}
 	}
-	return newClient(cfg.Upstreams[0], cfg.Hostname, log)
+	ups := make([]relay.Upstream, len(cfg.Upstreams))
+	for i, u := range cfg.Upstreams {
+		ups[i] = relay.Upstream{Name: u.Name, Host: u.Host, Client: newClient(u, cfg.Hostname, log)}
+	}
+	return relay.New(ups, log)
 }
 
 // newClient returns the client for the upstream u, with its OAuth2 token
@@ -193,8 +200,15 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 	return nil
 }
 
+// warnUpstreams logs the order in which the upstreams are tried, at start
+// and at every reload, so that the log says where mail goes.
 func warnUpstreams(cfg *config.Config, log *slog.Logger) {
-	if len(cfg.Upstreams) > 1 {
-		log.Warn("only the first [[upstream]] is used for now; failover comes later", "using", cfg.Upstreams[0].Address())
+	if len(cfg.Upstreams) < 2 {
+		return
 	}
+	var order []string
+	for _, u := range cfg.Upstreams {
+		order = append(order, u.Name+"="+u.Address())
+	}
+	log.Info("upstreams, tried in order", "upstreams", strings.Join(order, " "))
 }
