@@ -903,3 +903,23 @@ func TestAirgap(t *testing.T) {
 		}
 	}
 }
+
+func TestUpstreamSenders(t *testing.T) {
+	c := mustParse(t, "[[upstream]]\nhost = \"a.example\"\nsenders = [\"Example.org\", \"@example.com\", \"User@Example.net\"]\n[[upstream]]\nhost = \"b.example\"\n")
+	if got := c.Upstreams[0].Senders; !reflect.DeepEqual(got, []string{"Example.org", "@example.com", "User@Example.net"}) {
+		t.Errorf("senders = %q", got)
+	}
+	for _, tt := range []struct{ src, want string }{
+		{"[[upstream]]\nhost = \"a.example\"\nsenders = [\"example.org\"]\n",
+			`outbox.toml:3: upstream[0].senders: every [[upstream]] lists senders`},
+		{"[[upstream]]\nhost = \"a.example\"\nsenders = [\"a b\", \"\"]\n[[upstream]]\nhost = \"b.example\"\n",
+			`outbox.toml:3: upstream[0].senders[0]: "a b" is neither a domain nor a mail address`},
+		{"[[upstream]]\nhost = \"a.example\"\nsenders = [\"ok.example\", \"\"]\n[[upstream]]\nhost = \"b.example\"\n",
+			`upstream[0].senders[1]: "" is neither a domain nor a mail address`},
+	} {
+		_, err := Parse("/etc/outbox/outbox.toml", []byte(tt.src))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: err = %v, want %q", tt.src, err, tt.want)
+		}
+	}
+}

@@ -50,13 +50,18 @@ func (l *loader) validate(c *Config) {
 		l.report("upstream", "", "no [[upstream]] table: at least one upstream smarthost is required")
 	}
 	names := map[string]int{}
+	anySender := false
 	for i := range c.Upstreams {
+		anySender = anySender || len(c.Upstreams[i].Senders) == 0
 		u, p := &c.Upstreams[i], fmt.Sprintf("upstream[%d]", i)
 		if j, dup := names[u.Name]; dup {
 			l.errorf(p+".name", "%q is already upstream[%d]; names must be unique", u.Name, j)
 		}
 		names[u.Name] = i
 		l.upstream(u, p)
+	}
+	if len(c.Upstreams) > 0 && !anySender {
+		l.errorf("upstream[0].senders", "every [[upstream]] lists senders: mail from other senders, and bounces, would have nowhere to go; add an [[upstream]] without senders")
 	}
 
 	for _, k := range sortedKeys(c.Aliases) {
@@ -202,6 +207,12 @@ func (l *loader) upstream(u *Upstream, p string) {
 	}
 
 	l.validateOAuth2(u, p)
+	for j, snd := range u.Senders {
+		if err := address.Valid(senderAddress(snd)); err != nil {
+			l.errorf(fmt.Sprintf("%s.senders[%d]", p, j), "%q is neither a domain nor a mail address", snd)
+		}
+	}
+
 	l.positive(p+".connect_timeout", u.ConnectTimeout)
 	l.positive(p+".command_timeout", u.CommandTimeout)
 	l.positive(p+".data_timeout", u.DataTimeout)
@@ -277,4 +288,13 @@ func unwrapAddrError(err error) error {
 		return fmt.Errorf("%s", ae.Err)
 	}
 	return err
+}
+
+// senderAddress turns a senders entry into an address to check: a domain
+// ("example.org" or "@example.org") gets a placeholder local part.
+func senderAddress(s string) string {
+	if i := strings.IndexByte(s, '@'); i <= 0 {
+		return "x@" + s[i+1:]
+	}
+	return s
 }

@@ -1,9 +1,12 @@
 // Package relay chooses the upstream for each delivery attempt among the
-// configured [[upstream]] tables: the ones meant for the message's sender,
-// in the order of the file, moving on to the next when one cannot take the
-// message (failover), and skipping for a while one that just failed at the
-// connection level (hold-off), so that a dead primary does not cost every
-// message a connect timeout.
+// configured [[upstream]] tables: the ones meant for the message's sender
+// (`senders`: an address beats its domain; no match, and the null sender,
+// take the upstreams without senders), in the order of the file, moving
+// on to the next when one cannot take the message (failover), and
+// skipping for a while one that just failed at the connection level
+// (hold-off), so that a dead primary does not cost every message a
+// connect timeout. Mail for reserved upstreams never falls back to the
+// others: they carry another account.
 //
 // Failover happens within one attempt and only when the upstream gave no
 // recipient an answer of its own: upstream.Client.Deliver then returns a
@@ -20,6 +23,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +42,10 @@ type Upstream struct {
 	Name   string // config name, for logs ("relay")
 	Host   string // what the DSN names as Remote-MTA
 	Client Deliverer
+	// Senders reserves the upstream for these envelope senders: domains
+	// ("example.org" or "@example.org") or whole addresses. Empty: for
+	// every sender no other upstream is reserved for.
+	Senders []string
 }
 
 // Via names the upstream that answered an attempt.
@@ -56,9 +65,11 @@ const (
 // Group delivers through the first usable upstream of a list. It is safe
 // for concurrent use.
 type Group struct {
-	members []*member
-	log     *slog.Logger
-	now     func() time.Time
+	defaults []*member            // upstreams without senders
+	byAddr   map[string][]*member // lower-case sender address: its upstreams
+	byDomain map[string][]*member // lower-case sender domain: its upstreams
+	log      *slog.Logger
+	now      func() time.Time
 }
 
 // member is an upstream with its hold-off state.
@@ -68,19 +79,48 @@ type member struct {
 	down  time.Time // when it went down; zero while up
 	until time.Time // not tried again before this
 	hold  time.Duration
-	last  error // the failure that put it on hold
 }
 
-// New returns a group trying ups in order.
+// New returns a group trying ups in order: for each message, those
+// reserved for its sender, else those without senders.
 func New(ups []Upstream, log *slog.Logger) *Group {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Group{log: log, now: time.Now}
+	g := &Group{log: log, now: time.Now, byAddr: map[string][]*member{}, byDomain: map[string][]*member{}}
 	for _, u := range ups {
-		g.members = append(g.members, &member{Upstream: u})
+		m := &member{Upstream: u}
+		if len(u.Senders) == 0 {
+			g.defaults = append(g.defaults, m)
+		}
+		for _, s := range u.Senders {
+			s = strings.ToLower(s)
+			table := g.byAddr
+			if i := strings.IndexByte(s, '@'); i <= 0 {
+				table, s = g.byDomain, s[i+1:]
+			}
+			if !slices.Contains(table[s], m) {
+				table[s] = append(table[s], m)
+			}
+		}
 	}
 	return g
+}
+
+// candidates returns the upstreams for mail from sender, in order: those
+// listing the address, else those listing its domain, else the defaults.
+// The null sender (bounces) takes the defaults.
+func (g *Group) candidates(sender string) []*member {
+	sender = strings.ToLower(sender)
+	if ms, ok := g.byAddr[sender]; ok {
+		return ms
+	}
+	if i := strings.LastIndexByte(sender, '@'); i >= 0 {
+		if ms, ok := g.byDomain[sender[i+1:]]; ok {
+			return ms
+		}
+	}
+	return g.defaults
 }
 
 // Deliver is Route without saying which upstream was used.
@@ -91,54 +131,75 @@ func (g *Group) Deliver(ctx context.Context, m *upstream.Message) ([]upstream.Re
 
 // Route makes one delivery attempt for m and returns the upstream that
 // answered it, with its results or error as upstream.Client.Deliver
-// returns them. When every upstream is on hold, nothing is tried and the
-// error is a *DownError.
+// returns them. Upstreams on hold are skipped, unless all of the
+// message's upstreams are: then the one whose hold ends first is tried
+// anyway, since skipping it would only defer the message.
 func (g *Group) Route(ctx context.Context, m *upstream.Message) (Via, []upstream.Result, error) {
-	cands := g.members
+	cands := g.candidates(m.From)
+	if len(cands) == 0 {
+		return Via{}, nil, fmt.Errorf("relay: no upstream for sender <%s>", m.From)
+	}
 	var (
 		via     Via
 		lastErr error
-		held    *member
+		tried   bool
 	)
 	for i, u := range cands {
-		if ok, until := u.usable(g.now()); !ok {
-			if held == nil || until.Before(held.until) {
-				held = u
-			}
+		if !u.usable(g.now()) {
 			continue
 		}
+		tried = true
 		via = Via{Name: u.Name, Host: u.Host}
-		res, err := u.Client.Deliver(ctx, m)
-		if ctx.Err() != nil {
-			// Shutting down: the failure says nothing about the upstream.
+		res, next, err := g.try(ctx, u, m)
+		if !next {
 			return via, res, err
-		}
-		if err == nil || !failover(err) {
-			g.ok(u)
-			return via, res, err
-		}
-		if tripsHold(err) {
-			g.fail(u, err)
-		} else {
-			g.ok(u)
 		}
 		lastErr = err
-		if next := nextUsable(cands[i+1:], g.now()); next != nil {
-			g.log.Warn("failover", "id", m.ID, "relay", u.Name, "next", next.Name, "reason", err.Error())
+		if n := nextUsable(cands[i+1:], g.now()); n != nil {
+			g.log.Warn("failover", "id", m.ID, "relay", u.Name, "next", n.Name, "reason", err.Error())
 		}
 	}
-	switch {
-	case lastErr != nil:
+	if tried {
 		return via, nil, lastErr
-	case held == nil:
-		return via, nil, errors.New("relay: no upstream")
 	}
-	return Via{Name: held.Name, Host: held.Host}, nil, held.downError()
+	u := soonest(cands)
+	res, _, err := g.try(ctx, u, m)
+	return Via{Name: u.Name, Host: u.Host}, res, err
+}
+
+// try makes the attempt through u and notes how u did. next says whether
+// the message may go on to the next upstream.
+func (g *Group) try(ctx context.Context, u *member, m *upstream.Message) (res []upstream.Result, next bool, err error) {
+	res, err = u.Client.Deliver(ctx, m)
+	switch {
+	case ctx.Err() != nil:
+		// Shutting down: the failure says nothing about the upstream.
+		return res, false, err
+	case err == nil || !failover(err):
+		g.ok(u)
+		return res, false, err
+	case tripsHold(err):
+		g.fail(u, err)
+	default:
+		g.ok(u)
+	}
+	return res, true, err
+}
+
+// soonest returns the member whose hold ends first.
+func soonest(ms []*member) *member {
+	best, bestUntil := ms[0], ms[0].holdEnd()
+	for _, u := range ms[1:] {
+		if t := u.holdEnd(); t.Before(bestUntil) {
+			best, bestUntil = u, t
+		}
+	}
+	return best
 }
 
 func nextUsable(ms []*member, now time.Time) *member {
 	for _, u := range ms {
-		if ok, _ := u.usable(now); ok {
+		if u.usable(now) {
 			return u
 		}
 	}
@@ -162,12 +223,17 @@ func tripsHold(err error) bool {
 	return true
 }
 
-// usable reports whether u may be tried at now, and if not, until when it
-// is on hold.
-func (u *member) usable(now time.Time) (bool, time.Time) {
+// usable reports whether u is not on hold at now.
+func (u *member) usable(now time.Time) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.down.IsZero() || !now.Before(u.until), u.until
+	return u.down.IsZero() || !now.Before(u.until)
+}
+
+func (u *member) holdEnd() time.Time {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.until
 }
 
 // fail puts u on hold after a connection-level failure: the hold doubles
@@ -182,7 +248,7 @@ func (g *Group) fail(u *member, err error) {
 	} else if now.After(u.until) {
 		u.hold = min(2*u.hold, holdMax)
 	}
-	u.until, u.last = now.Add(u.hold), err
+	u.until = now.Add(u.hold)
 }
 
 // ok notes that u answered; if it was down, it is back.
@@ -191,28 +257,6 @@ func (g *Group) ok(u *member) {
 	defer u.mu.Unlock()
 	if !u.down.IsZero() {
 		g.log.Info("upstream up", "relay", u.Name, "down_for", g.now().Sub(u.down).Round(time.Second))
-		u.down, u.until, u.hold, u.last = time.Time{}, time.Time{}, 0, nil
+		u.down, u.until, u.hold = time.Time{}, time.Time{}, 0
 	}
 }
-
-func (u *member) downError() *DownError {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return &DownError{Relay: u.Name, Until: u.until, Last: u.last}
-}
-
-// DownError says that every upstream for a message is on hold after
-// failing, so none was tried. It wraps the failure that put the one back
-// soonest on hold, so errors.As finds its temporary *upstream.Error.
-type DownError struct {
-	Relay string
-	Until time.Time
-	Last  error
-}
-
-func (e *DownError) Error() string {
-	return fmt.Sprintf("not tried: upstream %s is down until %s after: %v",
-		e.Relay, e.Until.Format(time.TimeOnly), e.Last)
-}
-
-func (e *DownError) Unwrap() error { return e.Last }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/outboxmta/outbox/config"
@@ -28,8 +29,9 @@ type server struct {
 	mailErr atomic.Pointer[smtp.SMTPError] // answer to MAIL FROM, nil: accept
 	rcptErr map[string]*smtp.SMTPError
 
-	mu  sync.Mutex
-	got [][]string // recipients of each message taken
+	mu    sync.Mutex
+	got   [][]string // recipients of each message taken
+	users []string   // the AUTH user of each message taken, "" if none
 }
 
 func startServer(t *testing.T) *server {
@@ -57,8 +59,21 @@ func (s *server) taken() [][]string {
 func (s *server) NewSession(*smtp.Conn) (smtp.Session, error) { return &session{s: s}, nil }
 
 type session struct {
-	s  *server
-	to []string
+	s    *server
+	to   []string
+	user string
+}
+
+func (ss *session) AuthMechanisms() []string { return []string{sasl.Plain} }
+
+func (ss *session) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if pass != "secret-"+user {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "bad credentials"}
+		}
+		ss.user = user
+		return nil
+	}), nil
 }
 
 func (ss *session) Mail(string, *smtp.MailOptions) error {
@@ -80,6 +95,7 @@ func (ss *session) Data(r io.Reader) error {
 	io.Copy(io.Discard, r)
 	ss.s.mu.Lock()
 	ss.s.got = append(ss.s.got, ss.to)
+	ss.s.users = append(ss.s.users, ss.user)
 	ss.s.mu.Unlock()
 	return nil
 }
@@ -299,18 +315,104 @@ func TestHoldOff(t *testing.T) {
 	}
 }
 
-// With every upstream on hold nothing is tried: the attempt is deferred
-// with the error that put them on hold.
-func TestAllDown(t *testing.T) {
-	addr := closedAddr(t)
-	g := newGroup(t, nil, testUpstream(t, "only", addr))
-	if _, _, err := g.Route(context.Background(), message("M1", "b@example.net")); err == nil {
-		t.Fatal("delivered to a closed port")
+// With every upstream of a message on hold, the one whose hold ends first
+// is tried anyway: a single upstream is never skipped.
+func TestAllOnHold(t *testing.T) {
+	a, b := startServer(t), startServer(t)
+	busy := &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "try later"}
+	a.mailErr.Store(busy)
+	b.mailErr.Store(busy)
+	g := newGroup(t, nil, testUpstream(t, "a", a.addr), testUpstream(t, "b", b.addr))
+	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	g.now = func() time.Time { return now }
+	if _, _, err := g.Route(context.Background(), message("M1", "x@example.net")); err == nil {
+		t.Fatal("delivered through two busy upstreams")
 	}
-	_, _, err := g.Route(context.Background(), message("M2", "b@example.net"))
-	var de *DownError
-	var ue *upstream.Error
-	if !errors.As(err, &de) || de.Relay != "only" || !errors.As(err, &ue) || !ue.Temporary || ue.Op != "connect" {
-		t.Fatalf("err = %v, want a DownError wrapping the temporary connect error", err)
+	// Both holds end together: the first in the file is tried, and its
+	// hold starts again.
+	now = now.Add(time.Second)
+	b.mailErr.Store(nil)
+	if via, _, err := g.Route(context.Background(), message("M2", "x@example.net")); via.Name != "a" || err == nil {
+		t.Fatalf("M2 via %s, err %v; want a failing again", via.Name, err)
+	}
+	now = now.Add(time.Second)
+	via, res, err := g.Route(context.Background(), message("M3", "x@example.net"))
+	wantDelivered(t, res, err)
+	if via.Name != "b" || a.conns.Load() != 2 || b.conns.Load() != 2 {
+		t.Errorf("M3 via %s with %d+%d connections; want b, whose hold ends first", via.Name, a.conns.Load(), b.conns.Load())
+	}
+}
+
+// account is an upstream on addr that logs in as user and is reserved for
+// senders.
+func account(t *testing.T, name, addr, user string, senders ...string) Upstream {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	cfg := config.Upstream{Name: name, Host: host, Port: p, TLS: "none", Auth: "plain",
+		Username: user, Password: "secret-" + user, AllowPlaintextAuth: true,
+		ConnectTimeout: config.Duration{Duration: 5 * time.Second}}
+	return Upstream{Name: name, Host: host, Senders: senders, Client: upstream.New(cfg, "client.test", nil)}
+}
+
+// Two accounts on one smarthost, chosen by envelope sender; everything
+// else, bounces included, takes the upstream without senders.
+func TestRouteBySender(t *testing.T) {
+	smarthost := startServer(t)
+	g := newGroup(t, nil,
+		account(t, "shop", smarthost.addr, "shop", "shop.example", "@Shop.Example.net"),
+		account(t, "billing", smarthost.addr, "billing", "billing@example.org", "example.com"),
+		account(t, "default", smarthost.addr, "relay"),
+		account(t, "billing-backup", smarthost.addr, "backup", "billing@example.org"),
+	)
+	for _, tt := range []struct {
+		from string
+		want string // upstream name, and the user it logs in as
+		user string
+	}{
+		{"orders@shop.example", "shop", "shop"},
+		{"Orders@SHOP.example.NET", "shop", "shop"},
+		{"billing@Example.org", "billing", "billing"},
+		{"anyone@example.com", "billing", "billing"},
+		{"other@example.org", "default", "relay"},
+		{"orders@sub.shop.example", "default", "relay"},
+		{"", "default", "relay"},
+	} {
+		m := message("M", "b@example.net")
+		m.From = tt.from
+		via, res, err := g.Route(context.Background(), m)
+		wantDelivered(t, res, err)
+		smarthost.mu.Lock()
+		user := smarthost.users[len(smarthost.users)-1]
+		smarthost.mu.Unlock()
+		if via.Name != tt.want || user != tt.user {
+			t.Errorf("<%s> went via %s as %q, want %s as %q", tt.from, via.Name, user, tt.want, tt.user)
+		}
+	}
+}
+
+// Mail for a reserved upstream fails over only among the upstreams that
+// list its sender, never to the default one.
+func TestRoutedFailoverStaysInGroup(t *testing.T) {
+	backup, other := startServer(t), startServer(t)
+	g := newGroup(t, nil,
+		account(t, "billing", closedAddr(t), "billing", "example.org"),
+		account(t, "default", other.addr, "relay"),
+		account(t, "billing-backup", backup.addr, "billing", "example.org"),
+	)
+	m := message("M1", "b@example.net")
+	m.From = "billing@example.org"
+	via, res, err := g.Route(context.Background(), m)
+	wantDelivered(t, res, err)
+	if via.Name != "billing-backup" || other.conns.Load() != 0 {
+		t.Errorf("via %s, default upstream got %d connection(s)", via.Name, other.conns.Load())
+	}
+
+	g = newGroup(t, nil,
+		account(t, "billing", closedAddr(t), "billing", "example.org"),
+		account(t, "default", other.addr, "relay"),
+	)
+	if _, _, err := g.Route(context.Background(), m); err == nil || other.conns.Load() != 0 {
+		t.Errorf("err = %v, default upstream got %d connection(s); want a deferral and none", err, other.conns.Load())
 	}
 }
