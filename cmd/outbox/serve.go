@@ -44,15 +44,16 @@ func serveMain(ctx context.Context, args []string, e env) error {
 }
 
 // newUpstream returns what delivers for the runner: every [[upstream]],
-// tried in order with failover (relay.Group); with none (an air-gapped
-// relay whose mail leaves by export), one that defers.
+// chosen by sender and tried in order with failover (relay.Group); with
+// none (an air-gapped relay whose mail leaves by export), one that defers.
 func newUpstream(cfg *config.Config, log *slog.Logger) runner.Deliverer {
 	if len(cfg.Upstreams) == 0 {
 		return noUpstream{}
 	}
 	ups := make([]relay.Upstream, len(cfg.Upstreams))
 	for i, u := range cfg.Upstreams {
-		ups[i] = relay.Upstream{Name: u.Name, Host: u.Host, Client: newClient(u, cfg.Hostname, log)}
+		ups[i] = relay.Upstream{Name: u.Name, Host: u.Host, Senders: u.Senders,
+			Client: newClient(u, cfg.Hostname, log)}
 	}
 	return relay.New(ups, log)
 }
@@ -208,7 +209,11 @@ func warnUpstreams(cfg *config.Config, log *slog.Logger) {
 	}
 	var order []string
 	for _, u := range cfg.Upstreams {
-		order = append(order, u.Name+"="+u.Address())
+		o := u.Name + "=" + u.Address()
+		if len(u.Senders) > 0 {
+			o += "(" + strings.Join(u.Senders, ",") + ")"
+		}
+		order = append(order, o)
 	}
 	log.Info("upstreams, tried in order", "upstreams", strings.Join(order, " "))
 }
