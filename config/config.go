@@ -157,14 +157,6 @@ type Upstream struct {
 	// another upstream has the same host. Names are unique.
 	Name string `toml:"name"`
 	Host string `toml:"host"`
-	// Senders, when set, reserves this upstream for mail whose envelope
-	// sender is listed, as a domain ("example.org", also "@example.org")
-	// or a whole address ("user@example.net"), case-insensitively. Such
-	// mail goes only to the upstreams listing its sender (in file order,
-	// with failover among them; an address beats its domain), all other
-	// mail (bounces too) only to the upstreams without senders, of which
-	// there must be at least one. Default: empty, any sender.
-	Senders []string `toml:"senders"`
 	Port int    `toml:"port"` // default 587, or 465 when tls = "implicit"
 	// TLS is "implicit", "starttls", "opportunistic" or "none".
 	// Default: "implicit" on port 465, else "starttls".
@@ -186,6 +178,15 @@ type Upstream struct {
 	// OAuth2 is the [upstream.oauth2] table, if any: tokens for XOAUTH2 and
 	// OAUTHBEARER fetched and refreshed by Outbox itself.
 	OAuth2 OAuth2 `toml:"oauth2"`
+
+	// Senders, when set, reserves this upstream for mail whose envelope
+	// sender is listed, as a domain ("example.org", also "@example.org")
+	// or a whole address ("user@example.net"), case-insensitively. Such
+	// mail goes only to the upstreams listing its sender (in file order,
+	// with failover among them; an address beats its domain), all other
+	// mail (bounces too) only to the upstreams without senders, of which
+	// there must be at least one. Default: empty, any sender.
+	Senders []string `toml:"senders"`
 
 	ConnectTimeout Duration `toml:"connect_timeout"` // default 30s
 	CommandTimeout Duration `toml:"command_timeout"` // default 5m (RFC 5321 4.5.3.2)
