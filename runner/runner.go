@@ -271,7 +271,7 @@ func (r *Runner) deliver(ctx context.Context, cur *settings, l *spool.Locked) {
 	start := r.now()
 	via, results, err := cur.route(ctx, msg)
 	now := r.now()
-	defer r.observe(cur.relay, now.Sub(start), env, msg.Recipients)
+	defer r.observe(via.Name, now.Sub(start), env, msg.Recipients)
 	env.Attempts++
 	if err != nil {
 		var ue *upstream.Error
