@@ -37,7 +37,7 @@ func TestMetricsScrape(t *testing.T) {
 	waitFor(t, "the queue to empty", func() bool { return len(w.queue(t)) == 0 })
 
 	_, m := testutil.Get(t, "http://"+addr+"/metrics")
-	relay := `upstream="` + w.sinkAddr + `"`
+	relay := `upstream="` + sinkHost(w) + `"` // the [[upstream]] name: its host by default
 	testutil.CheckSamples(t, m, map[string]float64{
 		`outbox_messages_accepted_total{origin="smtp"}`:             2,
 		`outbox_messages_accepted_total{origin="sendmail"}`:         1,
