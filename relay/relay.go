@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -65,6 +66,7 @@ const (
 // Group delivers through the first usable upstream of a list. It is safe
 // for concurrent use.
 type Group struct {
+	all      []*member            // in file order
 	defaults []*member            // upstreams without senders
 	byAddr   map[string][]*member // lower-case sender address: its upstreams
 	byDomain map[string][]*member // lower-case sender domain: its upstreams
@@ -90,6 +92,7 @@ func New(ups []Upstream, log *slog.Logger) *Group {
 	g := &Group{log: log, now: time.Now, byAddr: map[string][]*member{}, byDomain: map[string][]*member{}}
 	for _, u := range ups {
 		m := &member{Upstream: u}
+		g.all = append(g.all, m)
 		if len(u.Senders) == 0 {
 			g.defaults = append(g.defaults, m)
 		}
@@ -105,6 +108,18 @@ func New(ups []Upstream, log *slog.Logger) *Group {
 		}
 	}
 	return g
+}
+
+// Close closes the clients that can be closed (*upstream.Client: QUIT on
+// its idle connections); the runner calls it when it replaces the group.
+func (g *Group) Close() error {
+	var errs []error
+	for _, m := range g.all {
+		if c, ok := m.Client.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // candidates returns the upstreams for mail from sender, in order: those

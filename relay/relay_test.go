@@ -416,3 +416,19 @@ func TestRoutedFailoverStaysInGroup(t *testing.T) {
 		t.Errorf("err = %v, default upstream got %d connection(s); want a deferral and none", err, other.conns.Load())
 	}
 }
+
+type closer struct {
+	Deliverer
+	closed bool
+}
+
+func (c *closer) Close() error { c.closed = true; return nil }
+
+// Closing the group closes every member's client, reserved ones too.
+func TestClose(t *testing.T) {
+	a, b := &closer{}, &closer{}
+	g := New([]Upstream{{Name: "a", Client: a}, {Name: "b", Client: b, Senders: []string{"example.org"}}}, nil)
+	if err := g.Close(); err != nil || !a.closed || !b.closed {
+		t.Errorf("Close: %v, closed %v %v", err, a.closed, b.closed)
+	}
+}
