@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -104,7 +103,8 @@ func aliases(cfg *config.Config) address.Aliases {
 // the sockets, lets SMTP sessions in progress finish for up to 10 seconds
 // while ending idle ones with 421 (listener/drain.go), and waits for the delivery
 // attempts in flight, which are cut short and their outcome recorded. It
-// returns nil, exit status 0, unless a part of the daemon failed.
+// returns nil, exit status 0, unless a part of the daemon failed or was
+// still running stopLimit after shutdown began (parts.go).
 func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal) error {
 	log, level := newLevelLogger(e.stderr, cfg.Log.Level)
 	sp, err := spool.Open(cfg.Spool.Dir, log)
@@ -163,15 +163,13 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 	context.AfterFunc(ctx, notify.stop)
 	defer notify.stop()
 
-	parts := len(sockets) + 1
-	done := make(chan error, parts+1)
+	ps := newParts(ctx, cancel)
 	for _, s := range sockets {
-		go func() { done <- srv.Serve(ctx, s.l, s.ep) }()
+		ps.start("listener "+s.ep.Address, func(ctx context.Context) error { return srv.Serve(ctx, s.l, s.ep) })
 	}
-	go func() { done <- r.Run(ctx) }()
+	ps.start("queue runner", r.Run)
 	if mx != nil {
-		parts++
-		go func() { done <- mx.serve(ctx, r, log) }()
+		ps.start("metrics", func(ctx context.Context) error { return mx.serve(ctx, r, log) })
 	}
 	ag.start(ctx, r)
 	notify.ready(queueStatus(r))
@@ -184,21 +182,10 @@ func serve(ctx context.Context, cfg *config.Config, e env, hup <-chan os.Signal)
 	go rl.run(ctx, hup)
 	log.Info("outbox started", "version", version, "spool", cfg.Spool.Dir, "upstream", relayName(cfg))
 
-	var first error
-	for range parts {
-		err := <-done
-		if err != nil && first == nil {
-			first = err
-			log.Error("stopping", "err", err)
-			cancel(err)
-		}
-	}
+	err = ps.wait(stopLimit, log)
 	r.Close() // QUIT on the upstream connections kept open
 	log.Info("outbox stopped")
-	if first != nil && !errors.Is(first, context.Canceled) {
-		return first
-	}
-	return nil
+	return err
 }
 
 // warnUpstreams logs the order in which the upstreams are tried, at start
