@@ -82,9 +82,30 @@ type process struct {
 	out *bytes.Buffer
 }
 
+// dieWithTest has the kernel SIGKILL cmd's process when the test process
+// dies: a go test killed by its -timeout, by a signal or by hand runs no
+// t.Cleanup, and its daemons and sinks would run on as orphans. Linux
+// sends the signal when the OS thread that started the child exits, not
+// the process; the Go runtime keeps its threads until the process exits
+// (it ends one only when a goroutine that locked it exits still locked,
+// which tests do not do), so the spawning goroutine need not
+// runtime.LockOSThread for a child that lives as long as its test.
+func dieWithTest(cmd *exec.Cmd) *exec.Cmd {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	return cmd
+}
+
+// stopLimitTest bounds the wait for a signalled child: longer than the
+// daemon's own bound (stopLimit), so a daemon that misses its signal
+// fails the test instead of hanging it until go test's -timeout.
+const stopLimitTest = stopLimit + 30*time.Second
+
 func start(t *testing.T, name string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(filepath.Join(bin, name), args...), out: &bytes.Buffer{}}
+	p := &process{cmd: dieWithTest(exec.Command(filepath.Join(bin, name), args...)), out: &bytes.Buffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -101,11 +122,22 @@ func start(t *testing.T, name string, args ...string) *process {
 	return p
 }
 
-// stop ends the process with sig and waits for it.
+// stop ends the process with sig and waits for it; one still running
+// stopLimitTest later is killed and fails the test.
 func (p *process) stop(t *testing.T, sig syscall.Signal) error {
 	t.Helper()
 	p.cmd.Process.Signal(sig)
-	return p.cmd.Wait()
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		return err
+	case <-time.After(stopLimitTest):
+		p.cmd.Process.Kill()
+		<-exited
+		t.Fatalf("%s still running %s after %v; killed", filepath.Base(p.cmd.Path), stopLimitTest, sig)
+		return nil
+	}
 }
 
 func listening(addr string) bool {

@@ -238,7 +238,7 @@ func TestJournalNative(t *testing.T) {
 	if err := syscall.Fstat(int(stderr.Fd()), &st); err != nil {
 		t.Fatal(err)
 	}
-	serve := exec.Command(exe, "serve", "--config", w.config)
+	serve := dieWithTest(exec.Command(exe, "serve", "--config", w.config))
 	serve.Env = append(os.Environ(), fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
 	serve.Stderr = stderr
 	if err := serve.Start(); err != nil {

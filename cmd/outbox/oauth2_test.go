@@ -128,7 +128,7 @@ scopes = ["https://outlook.office.com/SMTP.Send", "offline_access"]
 // prints at the IdP as a user would, and returns its output.
 func authorize(t *testing.T, config, name string, idp *oauthtest.IdP) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, "outbox"), "oauth2", "authorize", "--config", config, name)
+	cmd := dieWithTest(exec.Command(filepath.Join(bin, "outbox"), "oauth2", "authorize", "--config", config, name))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

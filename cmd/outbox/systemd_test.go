@@ -37,7 +37,7 @@ type daemonProc struct {
 // systemd variables of its own, plus env.
 func startDaemon(t *testing.T, path string, env []string, args ...string) *daemonProc {
 	t.Helper()
-	p := &daemonProc{cmd: exec.Command(path, args...), out: &testutil.SyncBuffer{}, exited: make(chan struct{})}
+	p := &daemonProc{cmd: dieWithTest(exec.Command(path, args...)), out: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		switch {
