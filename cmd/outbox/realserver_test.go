@@ -194,7 +194,7 @@ func startExim(t *testing.T) *eximServer {
 	}
 	// -bdf: the daemon stays in the foreground, so the test can stop it.
 	// -oX: only this port (and no notifier socket shared with a system Exim).
-	d := exec.Command(exim, "-C", conf, "-bdf", "-oX", port)
+	d := dieWithTest(exec.Command(exim, "-C", conf, "-bdf", "-oX", port))
 	out := &testutil.SyncBuffer{}
 	d.Stdout, d.Stderr = out, out
 	if err := d.Start(); err != nil {
