@@ -21,6 +21,12 @@ type Config struct {
 
 	Hostname string `toml:"hostname"` // EHLO name, Message-ID domain; default os.Hostname()
 	Domain   string `toml:"domain"`   // qualifies bare names; default Hostname
+	// Postmaster receives the bounces for local senders (no domain, or
+	// domain or hostname as theirs) that have no alias: nothing here
+	// delivers locally, so a bounce to root@hostname would be lost.
+	// Default "": the [aliases] target of "postmaster", else of "root",
+	// else postmaster@domain.
+	Postmaster string `toml:"postmaster"`
 
 	// MaxMessageSize is the largest message accepted, in bytes (listener and
 	// sendmail). Accepts an integer or a string such as "25MB". Default 25 MiB.

@@ -21,6 +21,11 @@ func (l *loader) validate(c *Config) {
 	if c.Domain != c.Hostname { // else it was defaulted, and hostname's error says it all
 		l.name("domain", c.Domain)
 	}
+	if a := c.Postmaster; a != "" {
+		if err := address.Valid(a); err != nil {
+			l.errorf("postmaster", "%q is not a full mail address: %v", a, err)
+		}
+	}
 	if c.MaxMessageSize < 1<<10 {
 		l.errorf("max_message_size", "%s is too small (minimum 1KiB)", c.MaxMessageSize)
 	}

@@ -3,13 +3,18 @@ package runner
 import (
 	"math/rand/v2"
 	"time"
+
+	"github.com/outboxmta/outbox/bounce"
 )
 
-// Policy is when to retry and when to give up.
+// Policy is when to retry, when to give up, and whom to tell.
 type Policy struct {
 	RetryMin time.Duration // delay after the first failed attempt
 	RetryMax time.Duration // the delay doubles up to this
 	Lifetime time.Duration // after this in the queue, a message fails
+	// Bounce, if set, is how failed messages are reported to their
+	// senders; nil: they only go to failed/.
+	Bounce *bounce.Options
 }
 
 // Backoff returns the delay after the given number of failed attempts

@@ -6,15 +6,18 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/outboxmta/outbox/bounce"
 	"github.com/outboxmta/outbox/relay"
 	"github.com/outboxmta/outbox/spool"
 	"github.com/outboxmta/outbox/upstream"
@@ -253,9 +256,10 @@ func (r *Runner) attempt(ctx context.Context, id string, force bool) (time.Time,
 	}
 	if r.now().Sub(env.Since()) > cur.policy.Lifetime {
 		r.expire(l)
-		return time.Time{}, "expired: moved to failed/"
 	}
-	r.deliver(ctx, cur, l)
+	if !env.Done() { // done already: only its bounce is still to be queued
+		r.deliver(ctx, cur, l)
+	}
 	return r.finish(cur, l)
 }
 
@@ -282,7 +286,10 @@ func (r *Runner) deliver(ctx context.Context, cur *settings, l *spool.Locked) {
 			if rc.Status != spool.Pending {
 				continue
 			}
-			rc.Reply, rc.Updated = env.LastError, now
+			rc.Reply, rc.Updated, rc.Remote = env.LastError, now, ""
+			if ue != nil && ue.Code != 0 {
+				rc.Remote = via.Host
+			}
 			if !temporary {
 				rc.Status = spool.Failed
 				r.log.Warn("failed", "id", env.ID, "to", rc.Addr, "relay", via.Name, "reply", rc.Reply)
@@ -305,7 +312,10 @@ func (r *Runner) deliver(ctx context.Context, cur *settings, l *spool.Locked) {
 		if rc.Status != spool.Pending || !ok {
 			continue
 		}
-		rc.Reply, rc.Updated = reply(res), now
+		rc.Reply, rc.Updated, rc.Remote = reply(res), now, ""
+		if res.Code != 0 {
+			rc.Remote = via.Host
+		}
 		attrs := []any{"id", env.ID, "to", rc.Addr, "relay", via.Name, "reply", rc.Reply}
 		switch res.Status {
 		case upstream.Delivered:
@@ -351,14 +361,7 @@ func (r *Runner) finish(cur *settings, l *spool.Locked) (time.Time, string) {
 	env := l.Envelope()
 	if env.Done() {
 		if failed := countFailed(env); failed > 0 {
-			// Bounces to the sender come with the upstream issue; until
-			// then the message is kept in failed/ for the administrator.
-			if err := l.MoveTo(spool.FailedQ); err != nil {
-				r.log.Error("cannot move message to failed/", "id", env.ID, "err", err)
-				return r.now().Add(cur.policy.RetryMin), err.Error()
-			}
-			r.log.Warn("moved to failed", "id", env.ID, "failed", failed)
-			return time.Time{}, fmt.Sprintf("failed for %d recipient(s): moved to failed/", failed)
+			return r.fail(cur, l, failed)
 		}
 		if err := l.Remove(); err != nil {
 			r.log.Error("cannot remove delivered message", "id", env.ID, "err", err)
@@ -388,25 +391,76 @@ func countFailed(env *spool.Envelope) int {
 	return n
 }
 
+// fail queues the bounce for a message whose recipients are all done, some
+// failed, and moves the message to failed/, where it stays for the
+// administrator. The bounce is durable before the move, so a crash in
+// between may bounce it twice, never not at all. When the bounce cannot be
+// queued (a full disk), the message stays in the queue, its outcome
+// recorded, and the bounce is tried again later.
+func (r *Runner) fail(cur *settings, l *spool.Locked, failed int) (time.Time, string) {
+	env := l.Envelope()
+	if err := r.bounce(cur, l); err != nil {
+		r.log.Error("cannot queue bounce", "id", env.ID, "from", env.From, "err", err)
+		env.NextAttempt = r.now().Add(cur.policy.RetryMin)
+		if err := l.Update(); err != nil {
+			r.log.Error("cannot record delivery attempt", "id", env.ID, "err", err)
+		}
+		return env.NextAttempt, "bounce not queued: " + err.Error()
+	}
+	if err := l.MoveTo(spool.FailedQ); err != nil {
+		r.log.Error("cannot move message to failed/", "id", env.ID, "err", err)
+		return r.now().Add(cur.policy.RetryMin), err.Error()
+	}
+	r.log.Warn("moved to failed", "id", env.ID, "failed", failed)
+	return time.Time{}, fmt.Sprintf("failed for %d recipient(s): moved to failed/", failed)
+}
+
+// bounce queues the delivery status notification for the failed
+// recipients of l's message that want one, and plans its delivery.
+func (r *Runner) bounce(cur *settings, l *spool.Locked) error {
+	env := l.Envelope()
+	b := cur.policy.Bounce
+	if b == nil {
+		return nil
+	}
+	if env.From == "" {
+		r.log.Warn("not bounced: null sender", "id", env.ID)
+		return nil
+	}
+	rcpts := bounce.Wanted(env)
+	if len(rcpts) == 0 {
+		r.log.Info("not bounced: no failed recipient asked for it (NOTIFY)", "id", env.ID, "from", env.From)
+		return nil
+	}
+	benv, err := bounce.Queue(r.spool, b, env, l.Body(), rcpts, r.now())
+	if err != nil {
+		return err
+	}
+	r.log.Warn("bounced", "id", env.ID, "bounce", benv.ID, "from", env.From,
+		"to", strings.Join(benv.Pending(), ","), "nrcpt", len(rcpts))
+	r.opts.Observer.Bounced()
+	r.Enqueue(benv.ID, benv.NextAttempt)
+	return nil
+}
+
 // expire fails every pending recipient of a message that outlived the queue
-// lifetime.
+// lifetime; finish then bounces it.
 func (r *Runner) expire(l *spool.Locked) {
 	env := l.Envelope()
 	now := r.now()
 	expired := 0
-	why := fmt.Sprintf("expired after %s in the queue", now.Sub(env.Since()).Round(time.Second))
-	if env.LastError != "" {
-		why += "; last error: " + env.LastError
-	}
 	for i := range env.Recipients {
 		if rc := &env.Recipients[i]; rc.Status == spool.Pending {
-			rc.Status, rc.Reply, rc.Updated = spool.Failed, why, now
+			why := fmt.Sprintf("expired after %s in the queue", now.Sub(env.Since()).Round(time.Second))
+			if last := cmp.Or(rc.Reply, env.LastError); last != "" {
+				why += "; last error: " + last
+			}
+			rc.Status, rc.Reply, rc.Updated, rc.DSNStatus = spool.Failed, why, now, "4.4.7"
 			r.log.Warn("expired", "id", env.ID, "to", rc.Addr, "reason", why)
 			expired++
 		}
 	}
-	r.opts.Observer.Expired(expired)
-	if err := l.MoveTo(spool.FailedQ); err != nil {
-		r.log.Error("cannot move expired message to failed/", "id", env.ID, "err", err)
+	if expired > 0 {
+		r.opts.Observer.Expired(expired)
 	}
 }

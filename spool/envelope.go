@@ -51,11 +51,16 @@ type Recipient struct {
 	Updated   time.Time `json:"updated,omitzero"`
 	DSNNotify string    `json:"dsn_notify,omitempty"`
 	DSNOrcpt  string    `json:"dsn_orcpt,omitempty"`
+	// Remote is the upstream host that gave Reply, and DSNStatus the RFC
+	// 3463 status of a failed recipient ("5.1.1", "4.4.7" when expired):
+	// what its bounce reports as Remote-MTA and Status.
+	Remote    string `json:"remote,omitempty"`
+	DSNStatus string `json:"dsn_status,omitempty"`
 }
 
 // Origin says who submitted the message.
 type Origin struct {
-	Kind   string `json:"kind"`             // "smtp", "sendmail" or "maildrop"
+	Kind   string `json:"kind"`             // "smtp", "sendmail", "maildrop" or "bounce"
 	Client string `json:"client,omitempty"` // remote address, or unix socket path
 	UID    *int   `json:"uid,omitempty"`    // submitting user, when known
 	Helo   string `json:"helo,omitempty"`

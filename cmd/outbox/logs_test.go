@@ -153,11 +153,12 @@ func TestLogStory(t *testing.T) {
 	if e := story(log, later)[0]; e.attrs["uid"] != "" || strings.Contains(log, "<nil>") {
 		t.Errorf("queued over TCP names a uid: %v", e.attrs)
 	}
-	checkStory(t, "partly refused message", story(log, mixed), `queued\|delivered\|failed\|moved to failed`,
+	checkStory(t, "partly refused message", story(log, mixed), `queued\|delivered\|failed\|bounced\|moved to failed`,
 		map[string]map[string]string{
 			"queued":          {"nrcpt": "2"},
 			"delivered":       {"to": "good@example.net"},
 			"failed":          {"to": "bad@example.net", "relay": relay, "reply": "550 5.1.1 no such user"},
+			"bounced":         {"from": "app@example.com", "to": "admin@example.net", "bounce": ""},
 			"moved to failed": {"failed": "1"},
 		})
 	checkStory(t, "sendmail message", story(log, local[1]), `queued\|delivered\|removed`,
@@ -166,16 +167,17 @@ func TestLogStory(t *testing.T) {
 		})
 }
 
-// A message that outlives the queue lifetime: its recipients expire and
-// the story ends in failed/.
+// A message that outlives the queue lifetime: its recipients expire, the
+// sender (local: the postmaster, root's alias) gets a bounce, and the
+// story ends in failed/.
 func TestLogStoryExpired(t *testing.T) {
 	w := newWorld(t)
 	setConfig(t, w, `retry_max = "2s"`, `retry_max = "2s"`+"\nlifetime = \"2s\"")
 	d := w.serveWithEnv(t, filepath.Join(bin, "outbox")) // the upstream stays down
 	id := queuedID(t, w.smtpSend(t, "app@example.com", []string{"x@example.net"}, "Subject: never\r\n\r\nbody\r\n"))
-	d.logged(t, "msg=expired", id)
-	checkStory(t, "expired message", story(d.out.String(), id), `queued(\|deferred\|next attempt)+\|expired`,
-		map[string]map[string]string{"expired": {"to": "x@example.net", "reason": ""}})
+	d.logged(t, `msg="moved to failed"`, id)
+	checkStory(t, "expired message", story(d.out.String(), id), `queued(\|deferred\|next attempt)+\|expired\|bounced\|moved to failed`,
+		map[string]map[string]string{"expired": {"to": "x@example.net", "reason": ""}, "bounced": {"to": "admin@example.net"}})
 }
 
 // setConfig replaces old with new in the world's configuration file.

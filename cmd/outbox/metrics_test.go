@@ -41,12 +41,14 @@ func TestMetricsScrape(t *testing.T) {
 	testutil.CheckSamples(t, m, map[string]float64{
 		`outbox_messages_accepted_total{origin="smtp"}`:             2,
 		`outbox_messages_accepted_total{origin="sendmail"}`:         1,
-		`outbox_deliveries_total{status="delivered",` + relay + `}`: 4,
-		`outbox_deliveries_total{status="failed",` + relay + `}`:    1,
-		`outbox_deliveries_total{status="deferred",` + relay + `}`:  0,
-		`outbox_upstream_latency_seconds_count{` + relay + `}`:      3,
-		`outbox_queue_messages{state="queue"}`:                      0,
-		`outbox_queue_messages{state="failed"}`:                     1,
-		`outbox_queue_oldest_message_age_seconds`:                   0,
+		`outbox_deliveries_total{status="delivered",` + relay + `}`: 5, // with the bounce
+
+		`outbox_deliveries_total{status="failed",` + relay + `}`:   1,
+		`outbox_deliveries_total{status="deferred",` + relay + `}`: 0,
+		`outbox_upstream_latency_seconds_count{` + relay + `}`:     4,
+		`outbox_bounces_total`:                    1,
+		`outbox_queue_messages{state="queue"}`:    0,
+		`outbox_queue_messages{state="failed"}`:   1,
+		`outbox_queue_oldest_message_age_seconds`: 0,
 	})
 }

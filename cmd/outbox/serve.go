@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outboxmta/outbox/bounce"
 	"github.com/outboxmta/outbox/config"
 	"github.com/outboxmta/outbox/internal/address"
 	"github.com/outboxmta/outbox/listener"
@@ -75,13 +76,34 @@ func relayName(cfg *config.Config) string {
 	return cfg.Upstreams[0].Address()
 }
 
-// runnerPolicy returns the [spool] retry settings.
+// runnerPolicy returns the [spool] retry settings and how to bounce.
 func runnerPolicy(cfg *config.Config) runner.Policy {
 	return runner.Policy{
 		RetryMin: cfg.Spool.RetryMin.Duration,
 		RetryMax: cfg.Spool.RetryMax.Duration,
 		Lifetime: cfg.Spool.Lifetime.Duration,
+		Bounce: &bounce.Options{
+			Hostname:     cfg.Hostname,
+			Postmaster:   postmaster(cfg),
+			LocalDomains: []string{cfg.Domain, cfg.Hostname},
+			Aliases:      aliases(cfg),
+		},
 	}
+}
+
+// postmaster returns where bounces for local senders go: the postmaster
+// key, else the alias of postmaster or root, else postmaster@domain.
+func postmaster(cfg *config.Config) []string {
+	if cfg.Postmaster != "" {
+		return []string{cfg.Postmaster}
+	}
+	al := aliases(cfg)
+	for _, name := range []string{"postmaster", "root"} {
+		if t := al.Expand(name); len(t) != 1 || t[0] != name {
+			return t
+		}
+	}
+	return []string{"postmaster@" + cfg.Domain}
 }
 
 // newRunner returns the queue runner for cfg: the daemon's, whose loop
