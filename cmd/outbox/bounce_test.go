@@ -66,3 +66,14 @@ func TestBounceEndToEnd(t *testing.T) {
 		t.Errorf("%d messages carry the marker, want 2 (the delivery and the bounce)", n)
 	}
 }
+
+// countSent is count without the bounces (null sender) at the sink.
+func (w *world) countSent(t *testing.T, marker string) int {
+	n := 0
+	for _, m := range w.delivered(t) {
+		if strings.Contains(m, marker) && !strings.HasPrefix(m, "X-Sink-Mail-From: <>\r\n") {
+			n++
+		}
+	}
+	return n
+}

@@ -424,8 +424,8 @@ func TestRealServerWrongPassword(t *testing.T) {
 }
 
 // The real server refuses one of two recipients at RCPT: that one fails
-// with its 5xx, the other is delivered once, and the message leaves the
-// queue for failed/.
+// with its 5xx, the other is delivered once, the message leaves the queue
+// for failed/, and its sender gets a bounce.
 func TestRealServerMixedRecipients(t *testing.T) {
 	e := startExim(t)
 	w := newWorld(t)
@@ -457,7 +457,12 @@ func TestRealServerMixedRecipients(t *testing.T) {
 	if log := e.log(t, "main"); !strings.Contains(log, "rejected RCPT <nobody@mx.test>") || strings.Count(log, " id="+msgID) != 1 {
 		t.Errorf("exim log:\n%s", log)
 	}
-	if n := e.allMail(t); n != 1 {
-		t.Errorf("%d messages at the server, want bob's only", n)
+	// And sender@mx.test got the bounce for nobody, through the same server.
+	waitFor(t, "the bounce to the sender", func() bool { return len(e.mailbox(t, "sender")) == 1 })
+	if b := e.mailbox(t, "sender")[0]; !strings.Contains(b, "Final-Recipient: rfc822; nobody@mx.test") || !strings.Contains(b, "Return-path: <>") {
+		t.Errorf("sender got:\n%s", b)
+	}
+	if n := e.allMail(t); n != 2 {
+		t.Errorf("%d messages at the server, want bob's and the bounce", n)
 	}
 }
