@@ -242,11 +242,12 @@ func TestAirgapDirectories(t *testing.T) {
 	}
 	drop("broken.bundle", good[:len(good)-100])
 	drop("again.bundle", good)
-	waitFor(t, "the broken bundle in refused/", func() bool {
-		_, err := os.Stat(filepath.Join(diode, "refused", "broken.bundle.reason"))
-		return err == nil
+	// The .reason file is created, then written: wait for its text.
+	var reason []byte
+	waitFor(t, "the broken bundle in refused/ with its reason", func() bool {
+		reason, _ = os.ReadFile(filepath.Join(diode, "refused", "broken.bundle.reason"))
+		return len(reason) > 0
 	})
-	reason, _ := os.ReadFile(filepath.Join(diode, "refused", "broken.bundle.reason"))
 	if !strings.Contains(string(reason), "truncated") {
 		t.Errorf("reason: %s", reason)
 	}
