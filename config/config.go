@@ -175,6 +175,10 @@ type Upstream struct {
 	Password        string   `toml:"password"`
 	PasswordFile    string   `toml:"password_file"`
 	PasswordCommand []string `toml:"password_command"`
+	// PasswordCredential names a systemd credential holding the password
+	// (LoadCredential=NAME:/path or LoadCredentialEncrypted= in the
+	// unit), read from $CREDENTIALS_DIRECTORY/NAME when needed.
+	PasswordCredential string `toml:"password_credential"`
 	// Auth is "auto" (default when a username is set), "plain", "login",
 	// "cram-md5", "xoauth2", "oauthbearer" or "none". The bearer
 	// mechanisms take the token from the password settings, read afresh

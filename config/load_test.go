@@ -284,7 +284,17 @@ func TestErrors(t *testing.T) {
 		{
 			name: "two password sources",
 			src:  upstream + "username = \"u\"\npassword = \"p\"\npassword_file = \"/etc/outbox/pw\"\n",
-			want: []string{f + ":5: upstream[0].password_file: only one of password, password_file and password_command may be set (also have password)"},
+			want: []string{f + ":5: upstream[0].password_file: only one of password, password_file, password_command and password_credential may be set (also have password)"},
+		},
+		{
+			name: "password_credential and password_file",
+			src:  upstream + "username = \"u\"\npassword_file = \"/etc/pw\"\npassword_credential = \"smtp\"\n",
+			want: []string{f + ":5: upstream[0].password_credential: only one of password, password_file, password_command and password_credential may be set (also have password_file)"},
+		},
+		{
+			name: "password_credential with a slash",
+			src:  upstream + "username = \"u\"\npassword_credential = \"../smtp\"\n",
+			want: []string{f + `:4: upstream[0].password_credential: "../smtp" is not a credential name (a file name in $CREDENTIALS_DIRECTORY, without /)`},
 		},
 		{
 			name: "password without username",
@@ -314,7 +324,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "username without password",
 			src:  upstream + "username = \"u\"\n",
-			want: []string{f + ":3: upstream[0]: username is set but none of password, password_file or password_command"},
+			want: []string{f + ":3: upstream[0]: username is set but none of password, password_file, password_command or password_credential"},
 		},
 		{
 			name: "password in clear",

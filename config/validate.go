@@ -191,8 +191,14 @@ func (l *loader) upstream(u *Upstream, p string) {
 			l.errorf(p+".password_command", "the command name is empty")
 		}
 	}
+	if c := u.PasswordCredential; c != "" {
+		secrets = append(secrets, "password_credential")
+		if c == "." || c == ".." || strings.ContainsAny(c, "/\x00") {
+			l.errorf(p+".password_credential", "%q is not a credential name (a file name in $CREDENTIALS_DIRECTORY, without /)", c)
+		}
+	}
 	if len(secrets) > 1 {
-		l.errorf(p+"."+secrets[1], "only one of password, password_file and password_command may be set (also have %s)", secrets[0])
+		l.errorf(p+"."+secrets[1], "only one of password, password_file, password_command and password_credential may be set (also have %s)", secrets[0])
 	}
 
 	switch {
@@ -204,7 +210,7 @@ func (l *loader) upstream(u *Upstream, p string) {
 	case u.Auth != "none" && u.Username == "":
 		l.required(p+".username", u.Username, p+".auth", u.Auth)
 	case u.Auth != "none" && len(secrets) == 0 && !u.OAuth2.Enabled():
-		l.errorAt(p+".username", p, "username is set but none of password, password_file or password_command")
+		l.errorAt(p+".username", p, "username is set but none of password, password_file, password_command or password_credential")
 	case u.Auth != "none" && u.TLS == "none" && !u.AllowPlaintextAuth:
 		// Refusing here beats failing every delivery later: the relay will
 		// not send a password in clear unless told to.

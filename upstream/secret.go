@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -40,8 +41,25 @@ func password(ctx context.Context, u config.Upstream) (string, error) {
 		return strings.TrimRight(string(b), "\r\n"), nil
 	case len(u.PasswordCommand) > 0:
 		return runPasswordCommand(ctx, u.PasswordCommand)
+	case u.PasswordCredential != "":
+		return readCredential(u.PasswordCredential)
 	}
-	return "", errors.New("no password configured (set password, password_file or password_command)")
+	return "", errors.New("no password configured (set password, password_file, password_command or password_credential)")
+}
+
+// readCredential reads the systemd credential name (systemd.exec(5),
+// "Credentials"): systemd decrypts it if need be and puts it, readable by
+// the service only, in $CREDENTIALS_DIRECTORY for the life of the service.
+func readCredential(name string) (string, error) {
+	dir := os.Getenv("CREDENTIALS_DIRECTORY")
+	if dir == "" {
+		return "", fmt.Errorf("password_credential %q: $CREDENTIALS_DIRECTORY is not set: outbox is not running as a systemd service with LoadCredential=%s:/path/to/secret (or LoadCredentialEncrypted=) in its unit; to test by hand: systemd-run -P -p LoadCredential=%s:/path/to/secret outbox check", name, name, name)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return "", fmt.Errorf("password_credential %q: %w (does the unit have LoadCredential=%s:...?)", name, err, name)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 // secretSource names where the upstream's secret comes from, for messages
@@ -54,6 +72,8 @@ func secretSource(u config.Upstream) string {
 		return "password_file " + u.PasswordFile
 	case len(u.PasswordCommand) > 0:
 		return fmt.Sprintf("password_command %q", u.PasswordCommand[0])
+	case u.PasswordCredential != "":
+		return fmt.Sprintf("systemd credential %q (password_credential)", u.PasswordCredential)
 	}
 	return "the configuration"
 }

@@ -92,3 +92,27 @@ func TestPassword(t *testing.T) {
 		})
 	}
 }
+
+func TestPasswordCredential(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "smtp"), []byte("cr3d\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	u := config.Upstream{PasswordCredential: "smtp"}
+
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	if got, err := password(context.Background(), u); err != nil || got != "cr3d" {
+		t.Errorf("password() = %q, %v; want the credential", got, err)
+	}
+	u.PasswordCredential = "other"
+	if _, err := password(context.Background(), u); err == nil || !strings.Contains(err.Error(), "LoadCredential=other:") {
+		t.Errorf("missing credential: %v, want an error naming LoadCredential=other:", err)
+	}
+
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	u.PasswordCredential = "smtp"
+	_, err := password(context.Background(), u)
+	if err == nil || !strings.Contains(err.Error(), "$CREDENTIALS_DIRECTORY is not set") || !strings.Contains(err.Error(), "LoadCredential=smtp:") {
+		t.Errorf("without credentials: %v, want an error saying how to run with them", err)
+	}
+}
