@@ -18,6 +18,9 @@ const DefaultPath = "/etc/outbox/outbox.toml"
 type Config struct {
 	// Path is the file the configuration was read from.
 	Path string `toml:"-"`
+	// TraceAll is `outbox serve --trace`: SetTraceAll turns trace on for
+	// every upstream.
+	TraceAll bool `toml:"-"`
 
 	Hostname string `toml:"hostname"` // EHLO name, Message-ID domain; default os.Hostname()
 	Domain   string `toml:"domain"`   // qualifies bare names; default Hostname
@@ -221,6 +224,14 @@ type Upstream struct {
 }
 
 // Address returns "host:port", bracketing IPv6 literals.
+// SetTraceAll sets TraceAll and, if true, trace for every upstream.
+func (c *Config) SetTraceAll(on bool) {
+	c.TraceAll = on
+	for i := range c.Upstreams {
+		c.Upstreams[i].Trace = c.Upstreams[i].Trace || on
+	}
+}
+
 func (u Upstream) Address() string {
 	return netJoin(u.Host, u.Port)
 }

@@ -933,3 +933,18 @@ func TestUpstreamSenders(t *testing.T) {
 		}
 	}
 }
+
+func TestSetTraceAll(t *testing.T) {
+	c := mustParse(t, upstream+"trace = true\n"+upstream)
+	if !c.Upstreams[0].Trace || c.Upstreams[1].Trace {
+		t.Fatalf("trace keys: %v %v", c.Upstreams[0].Trace, c.Upstreams[1].Trace)
+	}
+	c.SetTraceAll(false)
+	if !c.Upstreams[0].Trace || c.Upstreams[1].Trace {
+		t.Errorf("SetTraceAll(false) changed trace = true")
+	}
+	c.SetTraceAll(true)
+	if !c.Upstreams[0].Trace || !c.Upstreams[1].Trace || !c.TraceAll {
+		t.Errorf("SetTraceAll(true) left an upstream untraced")
+	}
+}

@@ -445,3 +445,56 @@ func TestSTARTTLSInjection(t *testing.T) {
 		t.Errorf("error = %+v, want temporary starttls injection error", e)
 	}
 }
+
+// TestTimeoutsFire: a server that stops answering at each phase is given
+// up on after that phase's timeout, and the attempt is deferred.
+func TestTimeoutsFire(t *testing.T) {
+	var release chan struct{} // per subtest: lets the hung data handler end
+	tests := []struct {
+		name    string
+		handler func(net.Conn, <-chan struct{})
+		op      string
+	}{
+		{"greeting", hang, "greeting"},
+		{"command", func(c net.Conn, done <-chan struct{}) {
+			br := bufio.NewReader(c)
+			io.WriteString(c, "220 mx.test\r\n")
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if strings.HasPrefix(line, "MAIL") {
+					<-done // no answer
+					return
+				}
+				io.WriteString(c, "250 ok\r\n")
+			}
+		}, "mail"},
+		{"data", scripted("220 mx.test\r\n", func(string) string { <-release; return "" }), "data"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			release = make(chan struct{})
+			host, port := fakeServer(t, tt.handler)
+			t.Cleanup(func() { close(release) }) // before fakeServer's
+			cfg := testCfg(host, port, "none")
+			cfg.CommandTimeout.Duration = 100 * time.Millisecond
+			cfg.DataTimeout.Duration = 100 * time.Millisecond
+			c := New(cfg, "client.test", nil)
+			res, err := deliver(t, c, &Message{From: "a@example.org", Recipients: []string{"b@example.net"}, Body: strings.NewReader("x\r\n")})
+			if tt.op == "data" {
+				// DATA's outcome is per recipient: deferred, as the
+				// server may or may not have the message.
+				if err != nil || res[0].Status != Deferred || !strings.Contains(res[0].Text, "timed out") {
+					t.Errorf("Deliver = %+v, %v; want deferred after a timeout", res, err)
+				}
+				return
+			}
+			e := asError(t, err)
+			if e.Op != tt.op || !e.Temporary || !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("error = %+v, want temporary %s timeout", e, tt.op)
+			}
+		})
+	}
+}

@@ -258,7 +258,8 @@ type serverOpts struct {
 	utf8         bool
 	readTimeout  time.Duration // default 10s
 	dsn          bool
-	maxSize      int64 // SIZE limit; default 1 MiB
+	listen       string // default "127.0.0.1:0"
+	maxSize      int64  // SIZE limit; default 1 MiB
 }
 
 // startServer runs a go-smtp server for be on 127.0.0.1 and returns its
@@ -280,7 +281,10 @@ func startServer(t testing.TB, be *backend, o serverOpts) (string, int) {
 	}
 	s.WriteTimeout = 10 * time.Second
 	s.ErrorLog = log.New(io.Discard, "", 0)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if o.listen == "" {
+		o.listen = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 const usage = `usage: outbox COMMAND [--config FILE] [ARGS]
 
 commands:
-  serve                  run the daemon: listeners and queue runner
+  serve [--trace]        run the daemon: listeners and queue runner; --trace logs the SMTP dialogue with the upstreams
   sendmail ARGS...       the sendmail command (also when invoked as sendmail)
   queue list [--failed]  list queued and held mail (also: mailq), or failed/
   queue show ID          print a message's envelope and content

@@ -76,6 +76,7 @@ func (rl *reloader) reload() bool {
 	changes := restartOnly(rl.started, cfg)
 	cfg.Spool.Dir = rl.started.Spool.Dir
 	cfg.Sendmail.Socket = rl.started.Sendmail.Socket
+	cfg.SetTraceAll(rl.started.TraceAll)
 
 	// The listener reads certificates and users files: it goes first, so
 	// that a file it cannot read leaves everything as it was.

@@ -31,6 +31,7 @@ func serveMain(ctx context.Context, args []string, e env) error {
 	defer signal.Stop(hup)
 
 	fs, path := flags("serve", e)
+	trace := fs.Bool("trace", false, "log the SMTP dialogue with every upstream (secrets and message data left out)")
 	if pos, err := parse(fs, args); err != nil {
 		return err
 	} else if len(pos) > 0 {
@@ -40,6 +41,7 @@ func serveMain(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	cfg.SetTraceAll(*trace)
 	return serve(ctx, cfg, e, hup)
 }
 
