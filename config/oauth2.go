@@ -25,7 +25,11 @@ type OAuth2 struct {
 	// DeviceAuthURL is the device authorization endpoint (RFC 8628) that
 	// `outbox oauth2 authorize` uses. Default by provider.
 	DeviceAuthURL string `toml:"device_auth_url"`
-	ClientID      string `toml:"client_id"`
+	// AuthURL is the authorization endpoint for the authorization code
+	// grant with PKCE and a loopback redirect (`outbox oauth2 authorize
+	// --flow=authcode`, the default for Google). Default by provider.
+	AuthURL  string `toml:"auth_url"`
+	ClientID string `toml:"client_id"`
 	// ClientSecretFile holds the client secret; public clients (Microsoft
 	// device-code apps) have none. Mode 0600, or 0640 for group outbox.
 	ClientSecretFile string `toml:"client_secret_file"`
@@ -80,6 +84,9 @@ func (l *loader) defaultOAuth2(u *Upstream, p string) {
 		if o.DeviceAuthURL == "" {
 			o.DeviceAuthURL = base + "devicecode"
 		}
+		if o.AuthURL == "" {
+			o.AuthURL = base + "authorize"
+		}
 		if o.ClientCredentials() {
 			setScopes(MicrosoftAppScope)
 		} else {
@@ -92,6 +99,9 @@ func (l *loader) defaultOAuth2(u *Upstream, p string) {
 		}
 		if o.DeviceAuthURL == "" {
 			o.DeviceAuthURL = "https://oauth2.googleapis.com/device/code"
+		}
+		if o.AuthURL == "" {
+			o.AuthURL = "https://accounts.google.com/o/oauth2/auth"
 		}
 		setScopes(GoogleMailScope)
 	}
@@ -113,6 +123,7 @@ func (l *loader) validateOAuth2(u *Upstream, p string) {
 	}
 	l.tokenURL(q+".token_url", o.TokenURL, true)
 	l.tokenURL(q+".device_auth_url", o.DeviceAuthURL, false)
+	l.tokenURL(q+".auth_url", o.AuthURL, false)
 	for _, f := range []struct{ key, path string }{
 		{"client_secret_file", o.ClientSecretFile},
 		{"refresh_token_file", o.RefreshTokenFile},

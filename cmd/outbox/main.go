@@ -38,7 +38,8 @@ commands:
                          validate the configuration, test each upstream
                          (TLS, certificates, AUTH; see check --help)
   check-config           same as check --config-only
-  oauth2 authorize NAME  get the OAuth2 refresh token of upstream NAME (device code flow)
+  oauth2 authorize NAME  get upstream NAME's OAuth2 refresh token (device code flow;
+                         --flow=authcode [--port PORT]: browser redirect, Google's default)
   version                print the version
 
 The configuration is --config FILE, else $OUTBOX_CONFIG, else ` + config.DefaultPath + `.

@@ -31,25 +31,12 @@ func TestOAuth2EndToEnd(t *testing.T) {
 	w := newWorld(t)
 	rtFile := filepath.Join(w.dir, "m365.token")
 	testutil.WriteFile(t, rtFile, []byte(idp.NewRefreshToken()+"\n"), 0o600)
-	cfg, _ := os.ReadFile(w.config)
-	head, _, _ := strings.Cut(string(cfg), "[[upstream]]")
-	cfg = fmt.Appendf([]byte(head), `[[upstream]]
-name = "m365"
-host = "127.0.0.1"
-port = %d
-tls = "starttls"
-ca_file = %q
-username = "app@example.com"
-idle_timeout = "0s" # no connection reuse: every message authenticates with the token of the moment
-
-[upstream.oauth2]
-token_url = "%s/token"
+	oauthUpstream(t, w, "m365", port, p.CAFile, fmt.Sprintf(`token_url = "%s/token"
 device_auth_url = "%s/device"
 client_id = %q
 refresh_token_file = %q
 scopes = ["https://outlook.office.com/SMTP.Send", "offline_access"]
-`, port, p.CAFile, idp.URL, idp.URL, idp.ClientID, rtFile)
-	testutil.WriteFile(t, w.config, cfg, 0o644)
+`, idp.URL, idp.URL, idp.ClientID, rtFile))
 
 	var outputs []string
 	send := func(want int) {
@@ -124,11 +111,34 @@ scopes = ["https://outlook.office.com/SMTP.Send", "offline_access"]
 	}
 }
 
-// authorize runs `outbox oauth2 authorize NAME`, approves the code it
-// prints at the IdP as a user would, and returns its output.
-func authorize(t *testing.T, config, name string, idp *oauthtest.IdP) string {
+// oauthUpstream replaces the world's upstream with one named name, on
+// the loopback port with STARTTLS (CA caFile), user app@example.com, and
+// an [upstream.oauth2] table holding table.
+func oauthUpstream(t *testing.T, w *world, name string, port int, caFile, table string) {
 	t.Helper()
-	cmd := dieWithTest(exec.Command(filepath.Join(bin, "outbox"), "oauth2", "authorize", "--config", config, name))
+	cfg, _ := os.ReadFile(w.config)
+	head, _, _ := strings.Cut(string(cfg), "[[upstream]]")
+	cfg = fmt.Appendf([]byte(head), `[[upstream]]
+name = %q
+host = "127.0.0.1"
+port = %d
+tls = "starttls"
+ca_file = %q
+username = "app@example.com"
+idle_timeout = "0s" # no connection reuse: every message authenticates with the token of the moment
+
+[upstream.oauth2]
+%s`, name, port, caFile, table)
+	testutil.WriteFile(t, w.config, cfg, 0o644)
+}
+
+// authorize runs `outbox oauth2 authorize NAME` with the device flow,
+// approves the code it prints at the IdP as a user would, and returns
+// its output.
+func authorize(t *testing.T, config, name string, idp *oauthtest.IdP, flags ...string) string {
+	t.Helper()
+	args := append([]string{"oauth2", "authorize", "--config", config}, flags...)
+	cmd := dieWithTest(exec.Command(filepath.Join(bin, "outbox"), append(args, name)...))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,9 @@
 // Package oauthtest has test peers for OAuth2: a token endpoint (refresh
-// token, client credentials and device code grants, with short expiry,
-// rotation and revocation) and an SMTP server that accepts XOAUTH2 and
-// OAUTHBEARER only with the endpoint's unexpired access tokens.
+// token, client credentials, device code and authorization code grants,
+// with short expiry, rotation and revocation), an authorization endpoint
+// (PKCE S256 and a loopback redirect, as Google's), and an SMTP server
+// that accepts XOAUTH2 and OAUTHBEARER only with the endpoint's unexpired
+// access tokens.
 package oauthtest
 
 import (
@@ -19,17 +21,20 @@ import (
 // IdP is a fake OAuth2 authorization server. Its fields configure it; set
 // them before use or under Lock.
 type IdP struct {
-	URL          string // base URL: URL+"/token", URL+"/device"
+	URL          string // base URL: URL+"/token", URL+"/device", URL+"/auth"
 	ClientID     string
 	ClientSecret string        // "" for a public client
 	Expiry       time.Duration // lifetime of access tokens
 	Rotate       bool          // every refresh returns a new refresh token and retires the old one
 	Down         bool          // answer 503 to everything
+	Deny         bool          // the user refuses consent at URL+"/auth"
 
 	mu       sync.Mutex
 	refresh  map[string]bool      // valid refresh tokens
 	access   map[string]time.Time // access token → expiry
 	devices  map[string]*device   // device_code → state
+	codes    map[string]authCode  // authorization code → its request
+	consent  bool                 // the user has consented once
 	requests map[string]int       // grant type → token requests
 	scopes   []string             // scope of the last token request
 }
@@ -43,7 +48,7 @@ type device struct {
 func NewIdP(t testing.TB) *IdP {
 	p := &IdP{ClientID: "outbox-test", Expiry: time.Hour,
 		refresh: map[string]bool{}, access: map[string]time.Time{},
-		devices: map[string]*device{}, requests: map[string]int{}}
+		devices: map[string]*device{}, codes: map[string]authCode{}, requests: map[string]int{}}
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	p.URL = srv.URL
@@ -137,6 +142,7 @@ const (
 	GrantRefresh = "refresh_token"
 	GrantClient  = "client_credentials"
 	GrantDevice  = "urn:ietf:params:oauth:grant-type:device_code"
+	GrantCode    = "authorization_code"
 )
 
 func (p *IdP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -144,6 +150,10 @@ func (p *IdP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer p.mu.Unlock()
 	if p.Down {
 		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+		return
+	}
+	if r.URL.Path == "/auth" {
+		p.authorize(w, r)
 		return
 	}
 	if r.Method != http.MethodPost || r.ParseForm() != nil {
@@ -202,6 +212,11 @@ func (p *IdP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		delete(p.devices, r.PostForm.Get("device_code"))
 		issueRefresh = true
+	case GrantCode:
+		var ok bool
+		if issueRefresh, ok = p.exchange(w, r.PostForm); !ok {
+			return
+		}
 	default:
 		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", grant)
 		return
