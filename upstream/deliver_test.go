@@ -249,19 +249,11 @@ func scripted(greeting string, dataEnd func(body string) string) func(net.Conn, 
 			case "EHLO":
 				io.WriteString(c, "250-mx.test\r\n250 8BITMIME\r\n")
 			case "DATA":
-				io.WriteString(c, "354 go ahead\r\n")
-				var body strings.Builder
-				for {
-					l, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if l == ".\r\n" {
-						break
-					}
-					body.WriteString(l)
+				body, ok := readData(c, br)
+				if !ok {
+					return
 				}
-				r := dataEnd(body.String())
+				r := dataEnd(body)
 				if r == "" {
 					return
 				}
@@ -273,6 +265,23 @@ func scripted(greeting string, dataEnd func(body string) string) func(net.Conn, 
 				io.WriteString(c, "250 ok\r\n")
 			}
 		}
+	}
+}
+
+// readData answers DATA with 354 and reads the message up to the final
+// dot; false if the connection ended first.
+func readData(c net.Conn, br *bufio.Reader) (string, bool) {
+	io.WriteString(c, "354 go ahead\r\n")
+	var body strings.Builder
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			return "", false
+		}
+		if l == ".\r\n" {
+			return body.String(), true
+		}
+		body.WriteString(l)
 	}
 }
 

@@ -171,20 +171,12 @@ func (d *dropper) handle(c net.Conn, done <-chan struct{}) {
 			io.WriteString(c, "421 4.4.2 idle too long\r\n")
 			return
 		case verb == "DATA":
-			io.WriteString(c, "354 go ahead\r\n")
-			var body strings.Builder
-			for {
-				l, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if l == ".\r\n" {
-					break
-				}
-				body.WriteString(l)
+			body, ok := readData(c, br)
+			if !ok {
+				return
 			}
 			d.mu.Lock()
-			d.msgs = append(d.msgs, body.String())
+			d.msgs = append(d.msgs, body)
 			d.mu.Unlock()
 			io.WriteString(c, "250 2.0.0 queued\r\n")
 			sent = true
