@@ -298,6 +298,7 @@ func checkSpoolClean(t *testing.T, w *world) {
 func TestCrashUnderLoad(t *testing.T) {
 	const cycles, clients, perClient = 5, 8, 100 // at most 4000 messages
 	w := newWorld(t)
+	w.holdPorts(t)
 	l := crashCycles(t, w, cycles, clients, perClient)
 	if len(l.acked) == 0 {
 		t.Fatal("no message was acknowledged")
@@ -308,12 +309,8 @@ func TestCrashUnderLoad(t *testing.T) {
 	waitDelivered(t, w, l)
 	r := checkDelivered(t, w, l)
 	dups := 0
-	var missing []string
 	for marker := range l.acked {
-		switch n := r.delivered[marker]; {
-		case n == 0:
-			missing = append(missing, marker)
-		case n > 1:
+		if n := r.delivered[marker]; n > 1 {
 			dups++
 			t.Errorf("%s delivered %d times", marker, n)
 		}
@@ -324,10 +321,7 @@ func TestCrashUnderLoad(t *testing.T) {
 			t.Errorf("%s (never acknowledged) delivered %d times", marker, n)
 		}
 	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		t.Errorf("%d acknowledged messages never delivered: %v", len(missing), missing)
-	}
+	checkAllArrived(t, w, l, r)
 	checkSpoolClean(t, w)
 	t.Logf("submitted %d, acknowledged %d, delivered %d, unacknowledged-but-delivered %d, duplicates %d",
 		len(l.tried), len(l.acked), len(r.delivered), r.unacked, dups)
@@ -341,6 +335,7 @@ func TestCrashUnderLoad(t *testing.T) {
 func TestCrashDuplicatesWithUpstreamUp(t *testing.T) {
 	const cycles, clients, perClient = 3, 4, 100
 	w := newWorld(t)
+	w.holdPorts(t)
 	w.startSink(t)
 	l := crashCycles(t, w, cycles, clients, perClient)
 	if len(l.acked) == 0 {
@@ -357,12 +352,65 @@ func TestCrashDuplicatesWithUpstreamUp(t *testing.T) {
 			t.Logf("%s delivered %d times", marker, n)
 		}
 	}
-	for marker := range l.acked {
-		if r.delivered[marker] == 0 {
-			t.Errorf("acknowledged %s never delivered", marker)
-		}
-	}
+	checkAllArrived(t, w, l, r)
 	checkSpoolClean(t, w)
 	t.Logf("submitted %d, acknowledged %d, delivered %d, unacknowledged-but-delivered %d, duplicated %d",
 		len(l.tried), len(l.acked), len(r.delivered), r.unacked, dups)
+}
+
+// checkAllArrived fails the test for every acknowledged message the sink
+// never received, saying where each one is.
+func checkAllArrived(t *testing.T, w *world, l *ledger, r crashReport) {
+	t.Helper()
+	var missing []string
+	for marker := range l.acked {
+		if r.delivered[marker] == 0 {
+			missing = append(missing, marker)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		t.Errorf("%d acknowledged messages never delivered: %v", len(missing), missing)
+		locateMissing(t, w, l, missing)
+	}
+}
+
+// locateMissing says, for each acknowledged message that never arrived,
+// where it is: a file anywhere under the spool (any state, temporary files
+// included) or at the sink, or nowhere (lost). With $OUTBOX_TEST_KEEP set
+// it also copies the world there for inspection.
+func locateMissing(t *testing.T, w *world, l *ledger, missing []string) {
+	t.Helper()
+	where := map[string][]string{}
+	filepath.WalkDir(w.dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(w.dir, p)
+		for _, m := range missing {
+			if strings.Contains(string(b), "X-Marker: "+m+"\r\n") {
+				where[m] = append(where[m], rel)
+			}
+		}
+		return nil
+	})
+	for _, m := range missing {
+		place := "nowhere under the spool or at the sink: lost, or delivered to another server (see the daemon's log)"
+		if len(where[m]) > 0 {
+			place = strings.Join(where[m], ", ")
+		}
+		t.Errorf("%s (acknowledged with %q) is %s", m, l.acked[m], place)
+	}
+	if keep := os.Getenv("OUTBOX_TEST_KEEP"); keep != "" {
+		dst := filepath.Join(keep, fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano()))
+		if out, err := exec.Command("cp", "-a", w.dir, dst).CombinedOutput(); err != nil {
+			t.Logf("keeping the world: %v\n%s", err, out)
+		} else {
+			t.Logf("world kept in %s", dst)
+		}
+	}
 }

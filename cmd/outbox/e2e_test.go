@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -105,8 +106,20 @@ const stopLimitTest = stopLimit + 30*time.Second
 
 func start(t *testing.T, name string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: dieWithTest(exec.Command(filepath.Join(bin, name), args...)), out: &bytes.Buffer{}}
+	return startWith(t, name, nil, nil, filepath.Join(bin, name), args...)
+}
+
+// startWith starts the program path as start does, with files for it (fd 3
+// on) and variables added to its environment; name is what failure reports
+// call it.
+func startWith(t *testing.T, name string, files []*os.File, env []string, path string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: dieWithTest(exec.Command(path, args...)), out: &bytes.Buffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.ExtraFiles = files
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -140,8 +153,14 @@ func (p *process) stop(t *testing.T, sig syscall.Signal) error {
 	}
 }
 
+// listening reports whether something accepts connections at addr, a
+// "host:port" or the path of a unix socket.
 func listening(addr string) bool {
-	c, err := net.Dial("tcp", addr)
+	network := "tcp"
+	if strings.HasPrefix(addr, "/") {
+		network = "unix"
+	}
+	c, err := net.Dial(network, addr)
 	if err == nil {
 		c.Close()
 	}
@@ -157,6 +176,19 @@ type world struct {
 	sinkDir  string
 	sink     *process
 	serve    *process
+	// Set by holdPorts: the ports are then never free while the test runs.
+	sinkPort, listenPort *heldPort
+}
+
+// holdPorts keeps the sink's and the listener's ports for the whole test
+// (see ports_test.go): for tests that stop the sink or restart the daemon
+// and count what arrives. The daemon then gets its listener by socket
+// activation, as under systemd, and connections made while it is down wait
+// for the next one.
+func (w *world) holdPorts(t *testing.T) {
+	t.Helper()
+	w.sinkPort, w.listenPort = holdPort(t, w.sinkAddr), holdPort(t, w.listen)
+	w.listenPort.lend(t) // refusing is for the upstream: the daemon's clients wait
 }
 
 func newWorld(t *testing.T) *world {
@@ -198,19 +230,57 @@ root = "admin@example.net"
 
 func (w *world) startSink(t *testing.T) {
 	t.Helper()
-	w.sink = start(t, "smtpsink", "-listen", w.sinkAddr, "-dir", w.sinkDir)
-	waitFor(t, "the sink to listen", func() bool { return listening(w.sinkAddr) })
+	if w.sinkPort == nil {
+		w.sink = start(t, "smtpsink", "-listen", w.sinkAddr, "-dir", w.sinkDir)
+		waitFor(t, "the sink to listen", func() bool { return listening(w.sinkAddr) })
+		return
+	}
+	// The held port accepts at once; the sink's first reply shows it is up.
+	w.sink = startWith(t, "smtpsink", []*os.File{w.sinkPort.lend(t)}, nil, filepath.Join(bin, "smtpsink"), "-fd", "3", "-dir", w.sinkDir)
+	waitFor(t, "the sink to greet", func() bool { return greets(w.sinkAddr) })
 }
 
-func (w *world) stopSink(t *testing.T) {
+func (w *world) stopSink(t *testing.T) { w.stopSinkWith(t, syscall.SIGTERM) }
+
+// stopSinkWith stops the sink with sig; a held port refuses connections
+// again once it has exited.
+func (w *world) stopSinkWith(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	w.sink.stop(t, syscall.SIGTERM)
+	w.sink.stop(t, sig)
+	if w.sinkPort != nil {
+		w.sinkPort.refuse(t)
+	}
 }
 
 func (w *world) startServe(t *testing.T) {
 	t.Helper()
-	w.serve = start(t, "outbox", "serve", "--config", w.config)
-	waitFor(t, "outbox serve to listen", func() bool { return listening(w.listen) })
+	if w.listenPort == nil {
+		w.serve = start(t, "outbox", "serve", "--config", w.config)
+		waitFor(t, "outbox serve to listen", func() bool { return listening(w.listen) })
+		return
+	}
+	// Socket activation: LISTEN_PID must be the daemon's pid, known only
+	// once it runs, so a shell sets it and execs the daemon in its place.
+	w.serve = startWith(t, "outbox", []*os.File{w.listenPort.lend(t)}, []string{"LISTEN_FDS=1"},
+		"/bin/sh", "-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`,
+		filepath.Join(bin, "outbox"), "serve", "--config", w.config)
+	// The held port takes connections before the daemon runs; the sendmail
+	// socket, which the daemon opens itself, says it has started.
+	sock := filepath.Join(w.dir, "run", "submit.sock")
+	waitFor(t, "outbox serve to listen", func() bool { return listening(sock) })
+}
+
+// greets reports whether an SMTP server at addr sends its greeting.
+func greets(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	b := make([]byte, 3)
+	_, err = io.ReadFull(c, b)
+	return err == nil && string(b) == "220"
 }
 
 // sendmail runs the binary as sendmail with stdin and returns its output.

@@ -3,6 +3,12 @@
 // process to deliver to, stop and start again.
 //
 //	smtpsink -listen 127.0.0.1:2525 -dir /tmp/got [-data-reply "451 4.3.0 busy"] [-reject rcpt@x]
+//	smtpsink -fd 3 -dir /tmp/got
+//
+// With -fd it serves the listening socket it inherited as that file
+// descriptor instead of opening one: a test that holds the port for its
+// whole run lends it to each sink it starts, so that no other process on
+// the machine can take the port while no sink runs.
 //
 // Each message is written to DIR/NNNNNNNN.eml (atomically: a temporary file
 // renamed into place) and starts with X-Sink-Mail-From: and one
@@ -16,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -97,6 +104,7 @@ func parseReply(s string) (*smtp.SMTPError, error) {
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:2525", "address to listen on")
+	fd := flag.Int("fd", -1, "serve this inherited listening socket instead of -listen")
 	dir := flag.String("dir", "", "directory to store messages in")
 	dataReply := flag.String("data-reply", "", `answer every DATA with this instead of storing ("451 4.3.0 busy")`)
 	reject := flag.String("reject", "", "comma-separated recipients to refuse with 550 5.1.1")
@@ -125,7 +133,18 @@ func main() {
 		<-c
 		s.Close()
 	}()
-	if err := s.ListenAndServe(); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+	if err := serve(s, *fd); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
 		log.Fatal(err)
 	}
+}
+
+func serve(s *smtp.Server, fd int) error {
+	if fd < 0 {
+		return s.ListenAndServe()
+	}
+	l, err := net.FileListener(os.NewFile(uintptr(fd), "inherited socket"))
+	if err != nil {
+		return fmt.Errorf("smtpsink: -fd %d: %w", fd, err)
+	}
+	return s.Serve(l)
 }
