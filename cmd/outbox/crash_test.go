@@ -345,6 +345,17 @@ func TestCrashDuplicatesWithUpstreamUp(t *testing.T) {
 	w.startServe(t)
 	waitDelivered(t, w, l)
 	r := checkDelivered(t, w, l)
+	dups := logDuplicates(t, r)
+	checkAllArrived(t, w, l, r)
+	checkSpoolClean(t, w)
+	t.Logf("submitted %d, acknowledged %d, delivered %d, unacknowledged-but-delivered %d, duplicated %d",
+		len(l.tried), len(l.acked), len(r.delivered), r.unacked, dups)
+}
+
+// logDuplicates logs each message the sink received more than once (the
+// at-least-once window) and returns how many there were.
+func logDuplicates(t *testing.T, r crashReport) int {
+	t.Helper()
 	dups := 0
 	for marker, n := range r.delivered {
 		if n > 1 {
@@ -352,10 +363,7 @@ func TestCrashDuplicatesWithUpstreamUp(t *testing.T) {
 			t.Logf("%s delivered %d times", marker, n)
 		}
 	}
-	checkAllArrived(t, w, l, r)
-	checkSpoolClean(t, w)
-	t.Logf("submitted %d, acknowledged %d, delivered %d, unacknowledged-but-delivered %d, duplicated %d",
-		len(l.tried), len(l.acked), len(r.delivered), r.unacked, dups)
+	return dups
 }
 
 // checkAllArrived fails the test for every acknowledged message the sink

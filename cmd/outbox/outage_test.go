@@ -135,13 +135,7 @@ func TestUpstreamFlapping(t *testing.T) {
 	w.startSink(t)
 	waitDelivered(t, w, l)
 	r := checkDelivered(t, w, l)
-	dups := 0
-	for marker, n := range r.delivered {
-		if n > 1 {
-			dups++
-			t.Logf("%s delivered %d times", marker, n)
-		}
-	}
+	dups := logDuplicates(t, r)
 	checkAllArrived(t, w, l, r)
 	if len(l.acked) != len(l.tried) {
 		t.Errorf("%d of %d messages acknowledged with the daemon up", len(l.acked), len(l.tried))
