@@ -12,6 +12,7 @@ import (
 
 	"github.com/outboxmta/outbox/config"
 	"github.com/outboxmta/outbox/internal/address"
+	"github.com/outboxmta/outbox/sendmail"
 	"github.com/outboxmta/outbox/spool"
 	"github.com/outboxmta/outbox/upstream"
 )
@@ -41,14 +42,6 @@ Exit status:
   64  usage error
 `
 
-// Exit statuses of outbox check (sysexits.h).
-const (
-	exOK          = 0
-	exUsage       = 64
-	exUnavailable = 69
-	exConfig      = 78
-)
-
 // expiryWarning is how close to its expiry a leaf certificate gets a warning.
 const expiryWarning = 14 * 24 * time.Hour
 
@@ -58,7 +51,7 @@ func checkMain(ctx context.Context, args []string, e env) int {
 	for _, a := range args {
 		if a == "-h" || a == "-help" || a == "--help" {
 			fmt.Fprint(e.stdout, checkUsage)
-			return exOK
+			return sendmail.ExOK
 		}
 	}
 	fs, path := flags("check", e)
@@ -84,10 +77,10 @@ func checkMain(ctx context.Context, args []string, e env) int {
 	}
 	fmt.Fprintf(e.stdout, "%s: configuration OK\n", cfg.Path)
 	if *configOnly {
-		return exOK
+		return sendmail.ExOK
 	}
 	log := newLogger(e.stderr, "warn")
-	status := exOK
+	status := sendmail.ExOK
 	if len(cfg.Upstreams) == 0 {
 		fmt.Fprintf(e.stdout, "no upstream: mail leaves by air-gap export to %s\n", cfg.Airgap.ExportDir)
 		if *sendTo != "" {
@@ -113,18 +106,18 @@ func checkUpstream(ctx context.Context, w io.Writer, cfg *config.Config, u confi
 		return probeStatus(err)
 	}
 	if sendTo != "" {
-		if st := sendTest(ctx, w, cfg, u, c, sendTo, from); st != exOK {
+		if st := sendTest(ctx, w, cfg, u, c, sendTo, from); st != sendmail.ExOK {
 			return st
 		}
 	}
 	fmt.Fprintf(w, "upstream %s: OK\n", u.Name)
-	return exOK
+	return sendmail.ExOK
 }
 
 // worse returns the status that says more: a configuration error over an
 // unavailable upstream over success.
 func worse(a, b int) int {
-	rank := map[int]int{exOK: 0, exUnavailable: 1, exConfig: 2}
+	rank := map[int]int{sendmail.ExOK: 0, sendmail.ExUnavailable: 1, sendmail.ExConfig: 2}
 	if rank[b] > rank[a] {
 		return b
 	}
@@ -140,12 +133,12 @@ func probeStatus(err error) int {
 	if errors.As(err, &ue) {
 		switch {
 		case ue.Op == "tls-config", ue.Op == "credentials":
-			return exConfig
+			return sendmail.ExConfig
 		case ue.Op == "auth" && (ue.Code == 0 || ue.Code >= 500):
-			return exConfig
+			return sendmail.ExConfig
 		}
 	}
-	return exUnavailable
+	return sendmail.ExUnavailable
 }
 
 // printProbe shows what the connection negotiated, as far as it got.
@@ -239,11 +232,11 @@ func sendTest(ctx context.Context, w io.Writer, cfg *config.Config, u config.Ups
 		if r.Status != upstream.Delivered {
 			fmt.Fprintf(w, "  send-test:   from <%s> to <%s>: %s: %s\n", from, to, r.Status, reply)
 			fmt.Fprintf(w, "upstream %s: FAILED: test message not accepted\n", u.Name)
-			return exUnavailable
+			return sendmail.ExUnavailable
 		}
 		fmt.Fprintf(w, "  send-test:   from <%s> to <%s>: accepted: %s\n", from, to, reply)
 	}
-	return exOK
+	return sendmail.ExOK
 }
 
 // testSender is the default sender of the test message: the one the

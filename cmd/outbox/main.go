@@ -17,6 +17,7 @@ import (
 
 	"github.com/outboxmta/outbox/config"
 	"github.com/outboxmta/outbox/internal/logging"
+	"github.com/outboxmta/outbox/sendmail"
 )
 
 const usage = `usage: outbox COMMAND [--config FILE] [ARGS]
@@ -73,7 +74,7 @@ func run(ctx context.Context, args []string, e env) int {
 	}
 	if len(args) < 2 {
 		fmt.Fprint(e.stderr, usage)
-		return 64
+		return sendmail.ExUsage
 	}
 	cmd, rest := args[1], args[2:]
 	switch cmd {
@@ -99,7 +100,7 @@ func run(ctx context.Context, args []string, e env) int {
 		return 0
 	}
 	fmt.Fprintf(e.stderr, "outbox: unknown command %q\n%s", cmd, usage)
-	return 64
+	return sendmail.ExUsage
 }
 
 // usageError is a mistake on the command line: exit status 64.
@@ -124,11 +125,11 @@ func exitCode(e env, cmd string, err error) int {
 	var de dataError
 	switch {
 	case errors.As(err, &ue), errors.Is(err, flag.ErrHelp):
-		return 64
+		return sendmail.ExUsage
 	case errors.As(err, &de):
-		return 65
+		return sendmail.ExDataErr
 	case errors.As(err, &ce):
-		return 78
+		return sendmail.ExConfig
 	}
 	return 1
 }
