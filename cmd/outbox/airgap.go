@@ -65,15 +65,14 @@ func airgapMain(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	keys, err := airgap.LoadKeys(cfg.Airgap.SigningKeyFile, cfg.Airgap.TrustedKeys)
+	o, err := airgapOptions(cfg, newLogger(e.stderr, "warn"))
 	if err != nil {
-		return configError{err}
+		return err
 	}
 	sp, err := spool.Open(cfg.Spool.Dir, nil)
 	if err != nil {
 		return err
 	}
-	o := airgapOptions(cfg, keys, newLogger(e.stderr, "warn"))
 	switch args[0] {
 	case "export":
 		if *to == "" || *all == (len(pos) > 0) || *again && !*all {
@@ -93,11 +92,17 @@ func airgapMain(ctx context.Context, args []string, e env) error {
 	}
 }
 
-func airgapOptions(cfg *config.Config, keys *airgap.Keys, log *slog.Logger) airgap.Options {
+// airgapOptions reads the [airgap] keys and returns what export and import
+// need; a key that cannot be read is a configuration error.
+func airgapOptions(cfg *config.Config, log *slog.Logger) (airgap.Options, error) {
+	keys, err := airgap.LoadKeys(cfg.Airgap.SigningKeyFile, cfg.Airgap.TrustedKeys)
+	if err != nil {
+		return airgap.Options{}, configError{err}
+	}
 	return airgap.Options{Host: cfg.Hostname, Keys: keys, Log: log,
 		// A day past the lifetime: a bundle carried back and forth for
 		// longer than the queue would keep its mail is rare enough.
-		Keep: cfg.Spool.Lifetime.Duration + 24*time.Hour}
+		Keep: cfg.Spool.Lifetime.Duration + 24*time.Hour}, nil
 }
 
 func exportCmd(ctx context.Context, e env, sp *spool.Spool, o airgap.Options, ids []string, all, again bool, to string, asJSON bool) error {
@@ -106,9 +111,8 @@ func exportCmd(ctx context.Context, e env, sp *spool.Spool, o airgap.Options, id
 		if ids, err = airgap.Select(sp, again); err != nil {
 			return err
 		}
-	}
-	for _, id := range ids {
-		if !all {
+	} else {
+		for _, id := range ids {
 			if st, err := sp.Find(id); err != nil {
 				return err
 			} else if st != spool.Queue && st != spool.Exported {
@@ -263,11 +267,11 @@ type airgapDaemon struct {
 // newAirgapDaemon reads the keys and makes the directories, so that a
 // mistake stops the start rather than the first bundle.
 func newAirgapDaemon(cfg *config.Config, sp *spool.Spool, log *slog.Logger) (*airgapDaemon, error) {
-	keys, err := airgap.LoadKeys(cfg.Airgap.SigningKeyFile, cfg.Airgap.TrustedKeys)
+	o, err := airgapOptions(cfg, log)
 	if err != nil {
-		return nil, configError{err}
+		return nil, err
 	}
-	a := &airgapDaemon{cfg: cfg.Airgap, sp: sp, opts: airgapOptions(cfg, keys, log), log: log}
+	a := &airgapDaemon{cfg: cfg.Airgap, sp: sp, opts: o, log: log}
 	for _, dir := range []string{a.cfg.ExportDir, a.cfg.ImportDir, a.cfg.AckDir} {
 		if dir == "" {
 			continue
@@ -386,7 +390,7 @@ func (a *airgapDaemon) importFile(ctx context.Context, name string) {
 		}
 		return
 	}
-	ack := filepath.Join(a.cfg.AckDir, strings.TrimSuffix(name, filepath.Ext(name))+".ack")
+	ack := filepath.Join(a.cfg.AckDir, ackPath(name))
 	if err := airgap.AckFor(res, a.opts.Host, time.Now()).Write(ack, a.opts.Keys); err != nil {
 		// Importing again queues nothing twice and writes the ack.
 		a.log.Error("cannot write acknowledgement; will import again", "file", file, "err", err)
