@@ -117,8 +117,10 @@ func (r *bundleReader) read(ctx context.Context, body io.Reader, s *seal) error 
 	if errors.Is(err, ErrRefused) {
 		// Most often the bundle is damaged: say so, rather than what the
 		// damage happened to break first.
-		if _, derr := io.Copy(io.Discard, in); derr == nil && s.verify(bundleMagic, sum.Sum(nil)) != nil {
-			return s.verify(bundleMagic, sum.Sum(nil))
+		if _, derr := io.Copy(io.Discard, in); derr == nil {
+			if verr := s.verify(bundleMagic, sum.Sum(nil)); verr != nil {
+				return verr
+			}
 		}
 		return err
 	}
