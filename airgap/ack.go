@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outboxmta/outbox/internal/safeio"
 	"github.com/outboxmta/outbox/spool"
 )
 
@@ -47,7 +48,7 @@ func (a *Ack) Write(file string, keys *Keys) error {
 	}
 	sum := sha256.Sum256(b.Bytes())
 	b.Write(keys.sealLine(ackMagic, sum[:]))
-	if err := writeFile(file, b.Bytes()); err != nil {
+	if err := safeio.WriteFile(file, b.Bytes(), 0o640, nil); err != nil {
 		return fmt.Errorf("airgap: write acknowledgement: %w", err)
 	}
 	return nil

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/outboxmta/outbox/internal/safeio"
 )
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
@@ -46,42 +48,5 @@ func publish(tmp, name string) error {
 	if err != nil {
 		return fmt.Errorf("rename %s: %w", name, err)
 	}
-	return syncDir(filepath.Dir(name))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
-}
-
-// writeFile writes a small file atomically: temporary name, fsync,
-// rename, fsync of the directory. An existing file is replaced.
-func writeFile(name string, data []byte) error {
-	tmp := filepath.Join(filepath.Dir(name), "."+filepath.Base(name)+".part")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(name))
+	return safeio.SyncDir(filepath.Dir(name))
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/outboxmta/outbox/internal/safeio"
 )
 
 // The import journal, SPOOL/airgap/journal, remembers every message ever
@@ -128,7 +130,7 @@ func (j *journal) load(cutoff time.Time) error {
 	if !rewrite {
 		return nil
 	}
-	if err := writeFile(j.path, kept.Bytes()); err != nil {
+	if err := safeio.WriteFile(j.path, kept.Bytes(), 0o640, nil); err != nil {
 		return fmt.Errorf("airgap: journal: %w", err)
 	}
 	return nil
@@ -159,7 +161,7 @@ func (j *journal) append(entries []journalEntry) error {
 		err = cerr
 	}
 	if err == nil && statErr != nil {
-		err = syncDir(filepath.Dir(j.path))
+		err = safeio.SyncDir(filepath.Dir(j.path))
 	}
 	if err != nil {
 		return fmt.Errorf("airgap: journal: %w", err)

@@ -1,14 +1,14 @@
 package oauth
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/outboxmta/outbox/internal/safeio"
 )
 
 // daemonGroup is the group the packaging gives the daemon (docs/design.md):
@@ -107,47 +107,12 @@ func ExistingOwner(path string, def Owner) Owner {
 // give the file its owner (the daemon is not root), we keep what we can:
 // the group, then nothing.
 func WriteSecret(path, secret string, o Owner) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	done := false
-	defer func() {
-		if !done {
-			f.Close()
-			os.Remove(tmp)
+	return safeio.WriteFile(path, []byte(secret+"\n"), 0o600, func(f *os.File) error {
+		if o.UID >= 0 || o.GID >= 0 {
+			if err := f.Chown(o.UID, o.GID); err != nil && o.GID >= 0 {
+				f.Chown(-1, o.GID) // a group we are in; else it stays ours
+			}
 		}
-	}()
-	if o.UID >= 0 || o.GID >= 0 {
-		if err := f.Chown(o.UID, o.GID); err != nil && o.GID >= 0 {
-			f.Chown(-1, o.GID) // a group we are in; else it stays ours
-		}
-	}
-	if err := f.Chmod(o.Mode.Perm()); err != nil {
-		return err
-	}
-	if _, err := f.WriteString(secret + "\n"); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	done = true
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return err
-	}
-	return nil
+		return f.Chmod(o.Mode.Perm())
+	})
 }
