@@ -198,14 +198,20 @@ type bundleWriter struct {
 
 // write writes the bundle to f and returns the IDs it took from queue/.
 func (w *bundleWriter) write(ctx context.Context, f *os.File, ids []string) ([]string, error) {
+	// The manifest waits in a temporary file, unlinked at once: a crash
+	// leaves nothing behind to clean up.
 	dir := airgapDir(w.sp.Root())
-	removeStale(dir, "tmp-manifest-*")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("airgap: export: %w", err)
+	}
 	manifest, err := os.CreateTemp(dir, "tmp-manifest-")
 	if err != nil {
 		return nil, fmt.Errorf("airgap: export: %w", err)
 	}
-	defer os.Remove(manifest.Name())
 	defer manifest.Close()
+	if err := os.Remove(manifest.Name()); err != nil {
+		return nil, fmt.Errorf("airgap: export: %w", err)
+	}
 	mbuf := bufio.NewWriter(manifest)
 
 	sum := sha256.New()

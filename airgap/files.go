@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -16,18 +15,6 @@ import (
 )
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
-
-// removeStale removes the files matching pattern in dir that a crashed
-// run left behind, creating dir if need be.
-func removeStale(dir, pattern string) {
-	os.MkdirAll(dir, 0o750)
-	old, _ := filepath.Glob(filepath.Join(dir, pattern))
-	for _, f := range old {
-		if fi, err := os.Stat(f); err == nil && time.Since(fi.ModTime()) > time.Hour {
-			os.Remove(f)
-		}
-	}
-}
 
 // publish renames the finished file tmp to name, never replacing an
 // existing file, and makes the name durable. Bundles often go to removable
