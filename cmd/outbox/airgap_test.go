@@ -14,21 +14,6 @@ import (
 	"testing"
 )
 
-// edit replaces old with new in the world's configuration.
-func (w *world) edit(t *testing.T, old, new string) {
-	t.Helper()
-	b, err := os.ReadFile(w.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), old) {
-		t.Fatalf("config lacks %q", old)
-	}
-	if err := os.WriteFile(w.config, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // keyPair writes an ed25519 key pair as openssl would: NAME.key (PEM PKCS
 // #8, mode 0600) and NAME.pub (PEM PKIX). It returns their paths.
 func keyPair(t *testing.T, dir, name string) (key, pub string) {

@@ -50,14 +50,7 @@ func newAuthWorld(t *testing.T, usersMode os.FileMode) (w *world, usersFile stri
 	if err := os.Chmod(usersFile, usersMode); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := os.ReadFile(w.config)
-	if err != nil {
-		t.Fatal(err)
-	}
 	listener := fmt.Sprintf("[[listener]]\naddress = %q\n", w.listen)
-	if !strings.Contains(string(cfg), listener) {
-		t.Fatalf("the e2e config has no %q", listener)
-	}
 	withAuth := listener + fmt.Sprintf(`tls = "starttls"
 cert_file = %q
 key_file = %q
@@ -65,9 +58,7 @@ auth = "optional"
 users_file = %q
 allow_networks = ["192.0.2.0/24"]
 `, certFile, keyFile, usersFile)
-	if err := os.WriteFile(w.config, []byte(strings.Replace(string(cfg), listener, withAuth, 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	w.edit(t, listener, withAuth)
 	return w, usersFile
 }
 

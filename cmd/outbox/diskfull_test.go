@@ -155,14 +155,7 @@ func TestDiskFull(t *testing.T) {
 
 	t.Run("below min_free", func(t *testing.T) {
 		w := newWorld(t)
-		cfg, err := os.ReadFile(w.config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg = []byte(strings.Replace(string(cfg), "[spool]\n", "[spool]\nmin_free = \"1MB\"\n", 1))
-		if err := os.WriteFile(w.config, cfg, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		w.edit(t, "[spool]\n", "[spool]\nmin_free = \"1MB\"\n")
 		spoolDir := mountSpool(t, w, 4<<20)
 		w.startServe(t)
 		filler := fillSpool(t, spoolDir, 512<<10)

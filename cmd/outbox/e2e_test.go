@@ -228,6 +228,22 @@ root = "admin@example.net"
 	return w
 }
 
+// edit replaces the first old with new in the world's configuration,
+// which must hold old.
+func (w *world) edit(t *testing.T, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(w.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("config lacks %q", old)
+	}
+	if err := os.WriteFile(w.config, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (w *world) startSink(t *testing.T) {
 	t.Helper()
 	if w.sinkPort == nil {

@@ -172,27 +172,12 @@ func TestLogStory(t *testing.T) {
 // story ends in failed/.
 func TestLogStoryExpired(t *testing.T) {
 	w := newWorld(t)
-	setConfig(t, w, `retry_max = "2s"`, `retry_max = "2s"`+"\nlifetime = \"2s\"")
+	w.edit(t, `retry_max = "2s"`, `retry_max = "2s"`+"\nlifetime = \"2s\"")
 	d := w.serveWithEnv(t, filepath.Join(bin, "outbox")) // the upstream stays down
 	id := queuedID(t, w.smtpSend(t, "app@example.com", []string{"x@example.net"}, "Subject: never\r\n\r\nbody\r\n"))
 	d.logged(t, `msg="moved to failed"`, id)
 	checkStory(t, "expired message", story(d.out.String(), id), `queued(\|deferred\|next attempt)+\|expired\|bounced\|moved to failed`,
 		map[string]map[string]string{"expired": {"to": "x@example.net", "reason": ""}, "bounced": {"to": "admin@example.net"}})
-}
-
-// setConfig replaces old with new in the world's configuration file.
-func setConfig(t *testing.T, w *world, old, new string) {
-	t.Helper()
-	b, err := os.ReadFile(w.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(b, []byte(old)) {
-		t.Fatalf("config has no %q", old)
-	}
-	if err := os.WriteFile(w.config, bytes.Replace(b, []byte(old), []byte(new), 1), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // Under systemd (stderr is the journal stream named by $JOURNAL_STREAM) the

@@ -8,10 +8,8 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -90,16 +88,8 @@ func TestUpstreamFlapping(t *testing.T) {
 	t.Logf("up and down times from seed %d", seed)
 	w := newWorld(t)
 	w.holdPorts(t)
-	b, err := os.ReadFile(w.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := string(b)
-	cfg = strings.Replace(cfg, `retry_min = "1s"`, fmt.Sprintf("retry_min = %q", outageRetryMin), 1)
-	cfg = strings.Replace(cfg, `retry_max = "2s"`, fmt.Sprintf("retry_max = %q", outageRetryMax), 1)
-	if err := os.WriteFile(w.config, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	w.edit(t, `retry_min = "1s"`, fmt.Sprintf("retry_min = %q", outageRetryMin))
+	w.edit(t, `retry_max = "2s"`, fmt.Sprintf("retry_max = %q", outageRetryMax))
 	w.startServe(t)
 	l := newLedger()
 

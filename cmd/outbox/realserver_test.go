@@ -274,14 +274,7 @@ username = %q
 password_file = %q
 auth = %q
 `, e.port, e.pki.CAFile, eximUser, pwFile, mech)
-	cfg, err := os.ReadFile(w.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(cfg), old) {
-		t.Fatalf("the e2e config has no %q", old)
-	}
-	testutil.WriteFile(t, w.config, []byte(strings.Replace(string(cfg), old, up, 1)), 0o644)
+	w.edit(t, old, up)
 }
 
 // submit8bit sends msg through the listener declaring BODY=8BITMIME and
