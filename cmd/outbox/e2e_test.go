@@ -4,7 +4,6 @@ package main
 // sendmail, delivering to a real SMTP server process (internal/smtpsink).
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/outboxmta/outbox/internal/testutil"
 )
 
 // bin holds the binaries TestMain builds: outbox, sendmail (a symlink to
@@ -77,10 +78,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// process is a child process whose output is kept for failure reports.
+// process is a child process whose output is kept for failure reports
+// and may be read while it runs.
 type process struct {
 	cmd *exec.Cmd
-	out *bytes.Buffer
+	out *testutil.SyncBuffer
 }
 
 // dieWithTest has the kernel SIGKILL cmd's process when the test process
@@ -114,7 +116,7 @@ func start(t *testing.T, name string, args ...string) *process {
 // call it.
 func startWith(t *testing.T, name string, files []*os.File, env []string, path string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: dieWithTest(exec.Command(path, args...)), out: &bytes.Buffer{}}
+	p := &process{cmd: dieWithTest(exec.Command(path, args...)), out: &testutil.SyncBuffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.ExtraFiles = files
 	if env != nil {
