@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outboxmta/outbox/internal/testutil"
 	"github.com/outboxmta/outbox/spool"
 )
 
@@ -229,28 +230,16 @@ func TestLoadKeys(t *testing.T) {
 	}
 }
 
-// needTool skips a test whose Debian tool is missing, except in CI
-// (.ci/run installs it).
-func needTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is missing", name)
-		}
-		t.Skipf("%s is not installed", name)
-	}
-}
-
 // Keys made as the README says, with openssl, sign and verify.
 func TestOpenSSLKeys(t *testing.T) {
-	needTool(t, "openssl")
+	openssl := testutil.NeedTool(t, "openssl")
 	dir := t.TempDir()
 	key, pub := filepath.Join(dir, "airgap.key"), filepath.Join(dir, "airgap.pub")
 	for _, args := range [][]string{
 		{"genpkey", "-algorithm", "ed25519", "-out", key},
 		{"pkey", "-in", key, "-pubout", "-out", pub},
 	} {
-		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+		if out, err := exec.Command(openssl, args...).CombinedOutput(); err != nil {
 			t.Fatalf("openssl %v: %v\n%s", args, err, out)
 		}
 	}
@@ -268,10 +257,10 @@ func TestOpenSSLKeys(t *testing.T) {
 
 // Ordinary tools read a bundle: tar lists its entries.
 func TestBundleIsATarArchive(t *testing.T) {
-	needTool(t, "tar")
+	tar := testutil.NeedTool(t, "tar")
 	sp := openSpool(t)
 	sent := queue(t, sp, 2)
-	out, err := exec.Command("tar", "tf", export(t, sp, Options{Host: "iso.test"})).CombinedOutput()
+	out, err := exec.Command(tar, "tf", export(t, sp, Options{Host: "iso.test"})).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tar tf: %v\n%s", err, out)
 	}

@@ -163,18 +163,11 @@ func (n *notifySocket) await(t *testing.T, line string, k int) {
 	waitFor(t, fmt.Sprintf("%d× %q on the notify socket (have %q)", k, line, n.messages()), func() bool { return n.count(line) >= k })
 }
 
-// socketActivate returns the path of systemd-socket-activate. Without it
-// the test is skipped, except in CI, whose machines have it.
+// socketActivate returns the path of systemd-socket-activate (Debian:
+// package systemd).
 func socketActivate(t *testing.T) string {
 	t.Helper()
-	path, err := exec.LookPath("systemd-socket-activate")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("systemd-socket-activate is needed in CI (Debian: package systemd): %v", err)
-		}
-		t.Skipf("systemd-socket-activate not found: %v", err)
-	}
-	return path
+	return testutil.NeedTool(t, "systemd-socket-activate")
 }
 
 // Started by systemd-socket-activate with both sockets passed, the daemon
