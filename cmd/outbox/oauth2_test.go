@@ -72,7 +72,15 @@ scopes = ["https://outlook.office.com/SMTP.Send", "offline_access"]
 	waitFor(t, "the refused refresh token to be logged", func() bool {
 		return strings.Contains(w.serve.out.String(), "outbox oauth2 authorize m365")
 	})
-	time.Sleep(3 * time.Second) // a retry or two
+	// A retry too is refused, and is not logged as an error again.
+	waitFor(t, "a second attempt", func() bool {
+		for line := range strings.SplitSeq(w.serve.out.String(), "\n") {
+			if strings.Contains(line, "msg=deferred") && strings.Contains(line, " attempts=2 ") {
+				return true
+			}
+		}
+		return false
+	})
 	q := w.queue(t)
 	if len(q) != 1 || q[0].State != "queue" {
 		t.Fatalf("queue = %+v, want the message queued", q)
