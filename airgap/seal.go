@@ -63,7 +63,7 @@ func LoadKeys(signingKeyFile string, trusted []string) (*Keys, error) {
 			}
 			src = b
 		}
-		pub, err := ParsePublicKey(src)
+		pub, err := parsePublicKey(src)
 		if err != nil {
 			return nil, fmt.Errorf("airgap: trusted key %s: %w", t, err)
 		}
@@ -88,9 +88,9 @@ func parsePrivateKey(b []byte) (ed25519.PrivateKey, error) {
 	return pk, nil
 }
 
-// ParsePublicKey reads an ed25519 public key: PEM "PUBLIC KEY" (PKIX) or
+// parsePublicKey reads an ed25519 public key: PEM "PUBLIC KEY" (PKIX) or
 // the base64 of its 32 bytes.
-func ParsePublicKey(b []byte) (ed25519.PublicKey, error) {
+func parsePublicKey(b []byte) (ed25519.PublicKey, error) {
 	if blk, _ := pem.Decode(b); blk != nil {
 		key, err := x509.ParsePKIXPublicKey(blk.Bytes)
 		if err != nil {

@@ -78,9 +78,6 @@ func New(sp *spool.Spool, relays []string) *Metrics {
 	return m
 }
 
-// Registry returns the registry holding every metric.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
-
 // Accepted counts a message queued from origin ("smtp", "sendmail",
 // "maildrop").
 func (m *Metrics) Accepted(origin string) { m.accepted.WithLabelValues(origin).Inc() }

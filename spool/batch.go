@@ -83,9 +83,6 @@ func stage(f *os.File, r io.Reader, id string, edit func(*Envelope) error) (*Env
 	return env, nil
 }
 
-// Len returns the number of records staged.
-func (b *Batch) Len() int { return len(b.staged) }
-
 // Commit makes every staged record durable with one syncfs(2), publishes
 // each under its ID and fsyncs the directory once. It returns the IDs
 // published: all of them when err is nil. After an error, the records not
