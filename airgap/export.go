@@ -3,6 +3,7 @@ package airgap
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -218,7 +219,7 @@ func (w *bundleWriter) write(ctx context.Context, f *os.File, ids []string) ([]s
 	out := &countWriter{w: bufio.NewWriterSize(f, 256<<10)}
 	tw := tar.NewWriter(io.MultiWriter(out, sum))
 	hdr, _ := json.Marshal(bundleHeader{Format: formatName, Version: formatVersion, ID: w.res.Bundle, Source: w.o.Host, Created: w.created})
-	if err := w.entry(tw, headerName, int64(len(hdr)+1), bytesReader(append(hdr, '\n'))); err != nil {
+	if err := w.entry(tw, headerName, int64(len(hdr)+1), bytes.NewReader(append(hdr, '\n'))); err != nil {
 		return nil, err
 	}
 	var fromQueue []string

@@ -1,10 +1,8 @@
 package airgap
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,8 +11,6 @@ import (
 
 	"github.com/outboxmta/outbox/internal/safeio"
 )
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // publish renames the finished file tmp to name, never replacing an
 // existing file, and makes the name durable. Bundles often go to removable
