@@ -98,30 +98,35 @@ func (b *Batch) Commit() ([]string, error) {
 		}
 	}
 	var done []string
+	var err error
 	for _, id := range b.staged {
-		if err := renameNoReplace(filepath.Join(b.s.dir(b.st), tmpPrefix+id), b.s.path(b.st, id)); err != nil {
-			b.staged = b.staged[len(done):]
-			return done, b.syncDir(done, fmt.Errorf("spool: commit batch: %w", err))
+		if rerr := renameNoReplace(filepath.Join(b.s.dir(b.st), tmpPrefix+id), b.s.path(b.st, id)); rerr != nil {
+			err = fmt.Errorf("spool: commit batch: %w", rerr)
+			break
 		}
 		done = append(done, id)
 	}
-	b.staged = nil
-	return done, b.syncDir(done, nil)
+	b.staged = b.staged[len(done):]
+	if serr := b.syncDir(done); serr != nil {
+		return nil, serr
+	}
+	return done, err
 }
 
 // syncDir makes the published records' names durable; if that fails they
-// are removed again, so that the caller's failure report stays true.
-func (b *Batch) syncDir(done []string, err error) error {
+// are removed again, so that the caller's failure report stays true: none
+// of them is published.
+func (b *Batch) syncDir(done []string) error {
 	if b.s.noSync || len(done) == 0 {
-		return err
+		return nil
 	}
-	if serr := b.s.syncers[b.st].sync(); serr != nil {
+	if err := b.s.syncers[b.st].sync(); err != nil {
 		for _, id := range done {
 			os.Remove(b.s.path(b.st, id))
 		}
-		return fmt.Errorf("spool: commit batch: %w", serr)
+		return fmt.Errorf("spool: commit batch: %w", err)
 	}
-	return err
+	return nil
 }
 
 // Abort removes every record not yet published.

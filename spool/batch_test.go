@@ -119,3 +119,25 @@ func TestMoveAllAndRemoveAllSkipLockedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// When the directory fsync after the renames fails, Commit removes the
+// records it renamed: it must not report them as published, or the caller
+// (an import journaling what it queued) would take them for queued.
+func TestBatchCommitDirSyncFailureReportsNothingPublished(t *testing.T) {
+	src, dst := openTemp(t), openTemp(t)
+	a := put(t, src, "Subject: a\r\n\r\none\r\n", "x@example.com")
+	batch := dst.NewBatch(Queue)
+	if _, err := batch.Add(bytes.NewReader(recordOf(t, src, Queue, a.ID)), func(*Envelope) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	dst.syncers[Queue] = newDirSyncer(t.TempDir() + "/gone") // its fsync fails
+	ids, err := batch.Commit()
+	if err == nil {
+		t.Fatal("Commit succeeded although the directory fsync failed")
+	}
+	for _, id := range ids {
+		if _, _, rerr := dst.Read(Queue, id); rerr != nil {
+			t.Errorf("Commit reported %s published, but it is not in queue/: %v", id, rerr)
+		}
+	}
+}
