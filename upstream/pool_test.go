@@ -372,3 +372,24 @@ func TestConcurrentDeliveries(t *testing.T) {
 		t.Errorf("server saw %d messages on %d connections; want 30 on at most 3", len(txns), conns)
 	}
 }
+
+// A reused connection carries no MAIL parameters over from the message
+// before: each MAIL says what its own message needs.
+func TestReusedConnectionMailParameters(t *testing.T) {
+	be := &backend{}
+	host, port := startServer(t, be, serverOpts{utf8: true})
+	c := New(reuseCfg(host, port), "client.test", nil)
+	defer c.Close()
+	first := msg(0)
+	first.UTF8, first.EightBit = true, true
+	mustDeliver(t, c, first)
+	mustDeliver(t, c, msg(1))
+	wantConns(t, be, 1, 1)
+	txns, _, _, _ := be.snapshot()
+	if !txns[0].opts.UTF8 || txns[0].opts.Body != smtp.Body8BitMIME {
+		t.Errorf("first MAIL: %+v, want SMTPUTF8 and BODY=8BITMIME", txns[0].opts)
+	}
+	if txns[1].opts.UTF8 {
+		t.Errorf("second MAIL carries SMTPUTF8 over from the first: %+v", txns[1].opts)
+	}
+}
