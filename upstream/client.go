@@ -127,6 +127,11 @@ type session struct {
 
 	msgs int         // transactions started (MAIL sent) on this connection
 	idle *time.Timer // closes the session once idle too long, while pooled
+
+	// Allocated on first use and kept for the connection's later
+	// messages, so that a reused connection costs no per-message buffers.
+	copyBuf []byte        // copies the message into DATA
+	rsetBuf *bufio.Reader // reads the reply to reset's RSET
 }
 
 // open connects and gets s ready for MAIL: TLS, EHLO and AUTH as configured.

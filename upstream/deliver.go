@@ -184,7 +184,10 @@ func (s *session) data(body io.Reader) (reply, error) {
 	src := &readErr{r: body}
 	cw := crlf.NewWriter(w)
 	if body != nil {
-		_, err = io.Copy(cw, src)
+		if s.copyBuf == nil {
+			s.copyBuf = make([]byte, 32<<10)
+		}
+		_, err = io.CopyBuffer(cw, src, s.copyBuf)
 	}
 	if err == nil {
 		err = cw.Close()

@@ -207,7 +207,11 @@ func (s *session) reset() error {
 	if len(s.pg.pending) > 0 {
 		return errors.New("server sent data while the connection was idle")
 	}
-	br := bufio.NewReader(conn)
+	if s.rsetBuf == nil {
+		s.rsetBuf = bufio.NewReader(conn)
+	}
+	br := s.rsetBuf
+	br.Reset(conn)
 	if _, _, err := s.cmd(conn, textproto.NewReader(br), 250, "RSET"); err != nil {
 		return err
 	}
