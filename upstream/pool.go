@@ -135,7 +135,11 @@ func (c *Client) release(s *session) {
 		s.msgs < c.maxMessages && c.idleTimeout > 0
 	if keep {
 		c.idle = append(c.idle, s)
-		s.idle = time.AfterFunc(c.idleTimeout, func() { c.expire(s) })
+		if s.idle == nil {
+			s.idle = time.AfterFunc(c.idleTimeout, func() { c.expire(s) })
+		} else {
+			s.idle.Reset(c.idleTimeout)
+		}
 		c.mu.Unlock()
 		<-c.slots
 		return
