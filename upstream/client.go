@@ -122,6 +122,10 @@ type session struct {
 	tls     *tlsInfo    // nil while in cleartext
 	mech    string      // SASL mechanism used, "" if none
 	broken  bool        // the connection is unusable: skip QUIT, never reuse
+	// blind: Probe's second look at a certificate that failed to verify.
+	// open skips verification and returns once TLS is up, so that nothing
+	// (no EHLO over TLS, no credentials) goes over the unverified channel.
+	blind   bool
 	trace   *tracer
 	capture *ehloCapture
 
@@ -149,6 +153,10 @@ func (c *Client) open(ctx context.Context, s *session) (err error) {
 	case tlsImplicit, tlsStartTLS, tlsOpportunistic:
 		if tlsCfg, err = c.tlsConfig(); err != nil {
 			return &Error{Op: "tls-config", Temporary: true, Text: clean(err.Error()), Err: err}
+		}
+		if s.blind {
+			tlsCfg = tlsCfg.Clone()
+			tlsCfg.InsecureSkipVerify = true
 		}
 	case tlsNone:
 	default:
@@ -204,6 +212,12 @@ func (c *Client) open(ctx context.Context, s *session) (err error) {
 		if tc, err = s.startTLS(conn, tp, br, tlsCfg, cmdTimeout); err != nil {
 			return err
 		}
+	}
+	if s.blind {
+		if s.tls == nil {
+			return &Error{Op: "starttls", Temporary: true, Text: "server no longer offers STARTTLS"}
+		}
+		return nil
 	}
 	conn.SetDeadline(time.Time{})
 	// Whatever the server sent after the last reply we read (normally

@@ -2,14 +2,8 @@ package upstream
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"net"
-	"strconv"
-	"time"
-
-	"github.com/emersion/go-smtp"
 )
 
 // ProbeResult is what Probe learned about the upstream.
@@ -60,7 +54,7 @@ func (c *Client) Probe(ctx context.Context) (ProbeResult, error) {
 	t := s.tls
 	var ue *Error
 	if t == nil && errors.As(err, &ue) && (ue.Op == "tls" || ue.Op == "starttls") {
-		t, _ = c.fetchChain(ctx)
+		t = c.fetchChain(ctx)
 	}
 	if t != nil {
 		res.TLS = s.tls != nil
@@ -75,41 +69,13 @@ func (c *Client) Probe(ctx context.Context) (ProbeResult, error) {
 }
 
 // fetchChain connects once more, without verifying the certificate, only
-// to see the chain a failed handshake was about: it quits right after the
-// handshake and sends no credentials and no mail.
-func (c *Client) fetchChain(ctx context.Context) (*tlsInfo, error) {
-	cfg, err := c.tlsConfig()
-	if err != nil {
-		return nil, err
+// to see the chain a failed handshake was about: it closes the connection
+// right after the handshake and sends no credentials and no mail.
+func (c *Client) fetchChain(ctx context.Context) *tlsInfo {
+	s := &session{blind: true}
+	if err := c.open(ctx, s); err != nil {
+		return nil
 	}
-	blind := cfg.Clone()
-	blind.InsecureSkipVerify = true
-	connectTimeout, cmdTimeout, _ := c.timeouts()
-	d := net.Dialer{Timeout: connectTimeout}
-	raw, err := d.DialContext(ctx, "tcp", net.JoinHostPort(c.cfg.Host, strconv.Itoa(c.cfg.Port)))
-	if err != nil {
-		return nil, err
-	}
-	defer raw.Close()
-	stop := context.AfterFunc(ctx, func() { raw.Close() })
-	defer stop()
-	raw.SetDeadline(time.Now().Add(min(cmdTimeout, time.Minute))) // a diagnosis, not a delivery
-
-	var sc *smtp.Client
-	if c.cfg.TLS == tlsImplicit {
-		sc = smtp.NewClient(tls.Client(raw, blind))
-	} else if sc, err = smtp.NewClientStartTLS(raw, blind); err != nil {
-		return nil, err
-	}
-	// EHLO: the first exchange over TLS, so the handshake is done.
-	if err := sc.Hello(c.hello); err != nil {
-		return nil, err
-	}
-	cs, ok := sc.TLSConnectionState()
-	sc.Quit()
-	if !ok {
-		return nil, errors.New("no TLS connection")
-	}
-	info := describeTLS(cs, cfg)
-	return &info, nil
+	s.close()
+	return s.tls
 }
