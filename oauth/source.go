@@ -233,16 +233,10 @@ func (s *Source) describe(err error, refresh bool) (state, error) {
 		// Network errors name the URL, which holds no secret.
 		return stateUnreachable, fmt.Errorf("oauth2: token endpoint unreachable: %w", err)
 	}
-	what := re.ErrorCode
-	if re.ErrorDescription != "" {
-		what += ": " + re.ErrorDescription
-	}
+	what := retrieveText(re).Error()
 	status := 0
 	if re.Response != nil {
 		status = re.Response.StatusCode
-		if what == "" {
-			what = re.Response.Status
-		}
 	}
 	if status >= 500 || status == http.StatusTooManyRequests || re.ErrorCode == "temporarily_unavailable" {
 		return stateUnreachable, fmt.Errorf("oauth2: token endpoint %s failed: %s", s.cfg.TokenURL, what)
