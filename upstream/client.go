@@ -130,6 +130,7 @@ type session struct {
 	capture *ehloCapture
 
 	msgs int         // transactions started (MAIL sent) on this connection
+	utf8 bool        // a MAIL with SMTPUTF8 was sent: never reused (see pool.go)
 	idle *time.Timer // closes the session once idle too long, while pooled
 
 	// Allocated on first use and kept for the connection's later

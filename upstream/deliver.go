@@ -103,6 +103,7 @@ func (s *session) send(m *Message) ([]Result, error) {
 		}
 	}
 	s.msgs++
+	s.utf8 = s.utf8 || opts.UTF8
 	if err := s.sc.Mail(m.From, opts); err != nil {
 		e := s.fail("mail", err)
 		if r, ok := smtpReply(err); ok && r.code >= 500 && !wantsSetup(r) {

@@ -19,6 +19,10 @@ package upstream
 //   - A session is dropped instead of kept when anything about it is in
 //     doubt: a network error, a timeout, a 421, a canceled attempt, a body
 //     that could not be read.
+//   - A session that carried an SMTPUTF8 transaction is dropped too: Exim
+//     4.96 keeps SMTPUTF8 for the rest of the connection, RSET or not, and
+//     would take later plain mail as SMTPUTF8 mail, which a next hop
+//     without SMTPUTF8 refuses.
 //   - Idle sessions are used last in, first out, so that when traffic drops
 //     the surplus ones age out.
 
@@ -131,7 +135,7 @@ func (c *Client) takeIdle(fresh bool) *session {
 func (c *Client) release(s *session) {
 	s.end()
 	c.mu.Lock()
-	keep := !s.broken && !c.closed && c.Trace == nil &&
+	keep := !s.broken && !s.utf8 && !c.closed && c.Trace == nil &&
 		s.msgs < c.maxMessages && c.idleTimeout > 0
 	if keep {
 		c.idle = append(c.idle, s)
