@@ -92,7 +92,7 @@ func clientConfig(o config.OAuth2) (oauth2.Config, error) {
 		Scopes:   o.Scopes,
 	}
 	if o.ClientSecretFile != "" {
-		secret, err := ReadSecret("client_secret_file", o.ClientSecretFile)
+		secret, err := readSecret("client_secret_file", o.ClientSecretFile)
 		if err != nil {
 			return c, err
 		}
@@ -113,11 +113,11 @@ func storeRefresh(o config.OAuth2, tok *oauth2.Token) (Owner, error) {
 	if tok.RefreshToken == "" {
 		return Owner{}, errors.New("the provider sent no refresh token (Microsoft sends one only with the offline_access scope)")
 	}
-	owner := ExistingOwner(o.RefreshTokenFile, newOwner())
-	if err := WriteSecret(o.RefreshTokenFile, tok.RefreshToken, owner); err != nil {
+	owner := existingOwner(o.RefreshTokenFile, newOwner())
+	if err := writeSecret(o.RefreshTokenFile, tok.RefreshToken, owner); err != nil {
 		return Owner{}, fmt.Errorf("storing the refresh token: %w", err)
 	}
-	return ExistingOwner(o.RefreshTokenFile, owner), nil
+	return existingOwner(o.RefreshTokenFile, owner), nil
 }
 
 // newOwner is the owner of a new refresh token file: root:outbox 0640 as

@@ -15,10 +15,10 @@ import (
 // a secret file may be readable by it.
 const daemonGroup = "outbox"
 
-// ReadSecret reads the secret in the file at path, named by its config
+// readSecret reads the secret in the file at path, named by its config
 // key in errors. It refuses a file that users other than its owner and
-// the daemon's group can read: see CheckMode.
-func ReadSecret(key, path string) (string, error) {
+// the daemon's group can read: see checkMode.
+func readSecret(key, path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", key, err)
@@ -28,7 +28,7 @@ func ReadSecret(key, path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", key, err)
 	}
-	if err := CheckMode(key, path, fi); err != nil {
+	if err := checkMode(key, path, fi); err != nil {
 		return "", err
 	}
 	b := make([]byte, 64<<10)
@@ -43,10 +43,10 @@ func ReadSecret(key, path string) (string, error) {
 	return s, nil
 }
 
-// CheckMode refuses a secret file that other users can read or write, or
+// checkMode refuses a secret file that other users can read or write, or
 // whose group can and is neither the group we run as nor the daemon's
 // group "outbox" (the packaging's root:outbox 0640).
-func CheckMode(key, path string, fi os.FileInfo) error {
+func checkMode(key, path string, fi os.FileInfo) error {
 	perm := fi.Mode().Perm()
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("%s %s is not a regular file", key, path)
@@ -86,9 +86,9 @@ type Owner struct {
 	Mode     os.FileMode
 }
 
-// ExistingOwner returns the owner and mode of the file at path, or def
+// existingOwner returns the owner and mode of the file at path, or def
 // when there is none.
-func ExistingOwner(path string, def Owner) Owner {
+func existingOwner(path string, def Owner) Owner {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return def
@@ -100,13 +100,13 @@ func ExistingOwner(path string, def Owner) Owner {
 	return o
 }
 
-// WriteSecret replaces the file at path with secret atomically: a
+// writeSecret replaces the file at path with secret atomically: a
 // temporary file in the same directory, created with o's mode and owner,
 // written and fsynced, renamed over path, and the directory fsynced. A
 // crash leaves the old or the new secret, never neither. When we may not
 // give the file its owner (the daemon is not root), we keep what we can:
 // the group, then nothing.
-func WriteSecret(path, secret string, o Owner) error {
+func writeSecret(path, secret string, o Owner) error {
 	return safeio.WriteFile(path, []byte(secret+"\n"), 0o600, func(f *os.File) error {
 		if o.UID >= 0 || o.GID >= 0 {
 			if err := f.Chown(o.UID, o.GID); err != nil && o.GID >= 0 {

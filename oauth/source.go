@@ -151,7 +151,7 @@ func (s *Source) fetch(ctx context.Context) (*oauth2.Token, error) {
 		AuthStyle: oauth2.AuthStyleInParams,
 	}
 	if s.cfg.ClientSecretFile != "" {
-		secret, err := ReadSecret("client_secret_file", s.cfg.ClientSecretFile)
+		secret, err := readSecret("client_secret_file", s.cfg.ClientSecretFile)
 		if err != nil {
 			return nil, s.fail(stateLocal, fmt.Errorf("oauth2: %w", err))
 		}
@@ -200,7 +200,7 @@ func (s *Source) fetch(ctx context.Context) (*oauth2.Token, error) {
 // hold a rotated one that could not be written yet and nobody has
 // replaced the file since.
 func (s *Source) refreshToken() (string, error) {
-	rt, err := ReadSecret("refresh_token_file", s.cfg.RefreshTokenFile)
+	rt, err := readSecret("refresh_token_file", s.cfg.RefreshTokenFile)
 	if err != nil {
 		return "", err
 	}
@@ -281,8 +281,8 @@ func (s *Source) succeed(used, rotated string) {
 			rotated = used
 		}
 		path := s.cfg.RefreshTokenFile
-		owner := ExistingOwner(path, Owner{UID: -1, GID: -1, Mode: 0o600})
-		if err := WriteSecret(path, rotated, owner); err != nil {
+		owner := existingOwner(path, Owner{UID: -1, GID: -1, Mode: 0o600})
+		if err := writeSecret(path, rotated, owner); err != nil {
 			s.unsaved = rotated
 			s.state, s.lastErr = stateUnsaved, fmt.Errorf("oauth2: cannot store the new refresh token in %s: %w", path, err)
 			if prev != stateUnsaved {

@@ -214,11 +214,11 @@ func TestSecretFileModes(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "secret")
 	testutil.WriteFile(t, path, []byte("x\n"), 0o600)
-	if s, err := ReadSecret("client_secret_file", path); s != "x" || err != nil {
-		t.Errorf("0600: ReadSecret = %q, %v", s, err)
+	if s, err := readSecret("client_secret_file", path); s != "x" || err != nil {
+		t.Errorf("0600: readSecret = %q, %v", s, err)
 	}
 	os.Chmod(path, 0o644)
-	if _, err := ReadSecret("client_secret_file", path); err == nil || !strings.Contains(err.Error(), "accessible to every user (mode 0644)") {
+	if _, err := readSecret("client_secret_file", path); err == nil || !strings.Contains(err.Error(), "accessible to every user (mode 0644)") {
 		t.Errorf("0644: error = %v", err)
 	}
 	// Readable by a group that is neither ours nor outbox.
@@ -230,15 +230,15 @@ func TestSecretFileModes(t *testing.T) {
 	if err := os.Chown(path, -1, g); err != nil {
 		t.Skip("cannot chgrp:", err)
 	}
-	if _, err := ReadSecret("refresh_token_file", path); err == nil || !strings.Contains(err.Error(), "is readable by group") || !strings.Contains(err.Error(), "chmod g-rwx") {
+	if _, err := readSecret("refresh_token_file", path); err == nil || !strings.Contains(err.Error(), "is readable by group") || !strings.Contains(err.Error(), "chmod g-rwx") {
 		t.Errorf("0640 foreign group: error = %v", err)
 	}
 	os.Chmod(path, 0o600)
-	if _, err := ReadSecret("refresh_token_file", path); err != nil {
+	if _, err := readSecret("refresh_token_file", path); err != nil {
 		t.Errorf("0600 foreign group: %v", err)
 	}
 	testutil.WriteFile(t, path, []byte("\n"), 0o600)
-	if _, err := ReadSecret("refresh_token_file", path); err == nil || !strings.Contains(err.Error(), "empty") {
+	if _, err := readSecret("refresh_token_file", path); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("empty file: error = %v", err)
 	}
 }
