@@ -273,7 +273,7 @@ func (r *report) status() string {
 			field("Original-Recipient", strings.TrimSpace(t)+"; "+strings.TrimSpace(a))
 		}
 		field("Action", "failed")
-		field("Status", Status(rc))
+		field("Status", dsnStatus(rc))
 		code, text := smtpReply(rc.Reply)
 		if code != "" && rc.Remote != "" {
 			field("Remote-MTA", "dns; "+rc.Remote)
@@ -290,10 +290,10 @@ func (r *report) status() string {
 	return b.String()
 }
 
-// Status returns the RFC 3463 status of a failed recipient: the one the
+// dsnStatus returns the RFC 3463 status of a failed recipient: the one the
 // runner recorded, else the enhanced code of its reply, else one by the
 // reply's class.
-func Status(rc spool.Recipient) string {
+func dsnStatus(rc spool.Recipient) string {
 	if rc.DSNStatus != "" {
 		return rc.DSNStatus
 	}
