@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -79,9 +80,10 @@ func Valid(a string) error {
 	if !utf8.ValidString(a) {
 		return errors.New("not valid UTF-8")
 	}
-	for i := 0; i < len(a); i++ {
-		// Covers CR and LF, which would let an address inject SMTP commands.
-		if a[i] < ' ' || a[i] == 0x7f {
+	for _, r := range a {
+		// C0 (CR and LF would let an address inject SMTP commands), DEL
+		// and the C1 controls, which mean nothing in an address either.
+		if unicode.IsControl(r) {
 			return errors.New("contains a control character")
 		}
 	}
@@ -124,8 +126,10 @@ func validLocal(local string) error {
 		switch {
 		case r == '@':
 			return errors.New("more than one '@'")
-		case r == ' ' || r == '\t':
+		case unicode.IsSpace(r):
 			return errors.New("contains white space")
+		case !unicode.IsGraphic(r):
+			return fmt.Errorf("invisible character %U in local part", r)
 		case r != '.' && !IsAtext(r):
 			return fmt.Errorf("invalid character %q in local part", r)
 		}
@@ -158,12 +162,17 @@ func validDomain(domain string) error {
 		}
 		for _, r := range label {
 			// Letters, digits and hyphens (RFC 5321 sub-domain), plus UTF-8
-			// U-labels for internationalized domains.
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
-				r == '-' || r >= utf8.RuneSelf) {
-				if r == ' ' || r == '\t' {
-					return errors.New("contains white space")
-				}
+			// U-labels for internationalized domains. Unicode white space
+			// (U+3000) and invisible characters (U+200B) pass a byte-level
+			// check but no resolver or IDNA mapping accepts them, and they
+			// make a log line lie about where mail went.
+			switch {
+			case unicode.IsSpace(r):
+				return errors.New("contains white space")
+			case r >= utf8.RuneSelf && !unicode.IsGraphic(r):
+				return fmt.Errorf("invisible character %U in domain", r)
+			case !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+				r == '-' || r >= utf8.RuneSelf):
 				return fmt.Errorf("invalid character %q in domain", r)
 			}
 		}

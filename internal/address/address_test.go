@@ -26,6 +26,10 @@ func TestValid(t *testing.T) {
 		"a@-example.com":             false,
 		`""0@example.com`:            false,
 		`"a"b@example.com`:           false,
+		"㈀@\u3000":                   false, // ideographic space as the domain
+		"a@exa\u200bmple.com":        false, // zero-width space
+		"a\u00a0b@example.com":       false, // no-break space
+		"\"a\u0085b\"@example.com":   false, // C1 control in a quoted string
 	} {
 		if err := Valid(addr); (err == nil) != ok {
 			t.Errorf("Valid(%q) = %v, want ok=%v", addr, err, ok)
