@@ -253,6 +253,11 @@ func (u *member) holdEnd() time.Time {
 
 // fail puts u on hold after a connection-level failure: the hold doubles
 // each time a retry fails too. Only the first failure is logged.
+//
+// Refused credentials are the exception: the client holds those itself
+// and retries AUTH once a minute, which is what it logs and what the
+// sysadmin fixing a password waits for. Doubling this hold on top would
+// stretch that to five minutes, so it stays at its shortest.
 func (g *Group) fail(u *member, err error) {
 	now := g.now()
 	u.mu.Lock()
@@ -260,10 +265,17 @@ func (g *Group) fail(u *member, err error) {
 	if u.down.IsZero() {
 		u.down, u.hold = now, holdMin
 		g.log.Warn("upstream down", "relay", u.Name, "reason", err.Error(), "hold", u.hold)
-	} else if now.After(u.until) {
+	} else if now.After(u.until) && !authRefused(err) {
 		u.hold = min(2*u.hold, holdMax)
 	}
 	u.until = now.Add(u.hold)
+}
+
+// authRefused reports whether err is the upstream refusing the
+// credentials (a 5xx to AUTH).
+func authRefused(err error) bool {
+	var ue *upstream.Error
+	return errors.As(err, &ue) && ue.Op == "auth" && ue.Code/100 == 5
 }
 
 // ok notes that u answered; if it was down, it is back.

@@ -315,6 +315,32 @@ func TestHoldOff(t *testing.T) {
 	}
 }
 
+// Refused credentials keep the shortest hold however often they repeat:
+// the client already holds them for a minute, and the sysadmin who fixed
+// the password should not wait five.
+func TestAuthRefusalHoldDoesNotGrow(t *testing.T) {
+	g := newGroup(t, nil, testUpstream(t, "a", closedAddr(t)))
+	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	g.now = func() time.Time { return now }
+	u := g.all[0]
+	for _, tt := range []struct {
+		err  error
+		want time.Duration
+	}{
+		{&upstream.Error{Op: "auth", Code: 535, Enhanced: "5.7.8", Temporary: true}, holdMin},
+		{&upstream.Error{Op: "auth", Code: 535, Enhanced: "5.7.8", Temporary: true}, holdMin},
+		{&upstream.Error{Op: "auth", Code: 535, Enhanced: "5.7.8", Temporary: true}, holdMin},
+		{&upstream.Error{Op: "connect", Temporary: true}, 2 * holdMin},
+		{&upstream.Error{Op: "auth", Code: 454, Temporary: true}, 4 * holdMin},
+	} {
+		now = now.Add(u.hold + time.Second)
+		g.fail(u, tt.err)
+		if got := u.until.Sub(now); got != tt.want {
+			t.Errorf("after %v: hold %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
 // With every upstream of a message on hold, the one whose hold ends first
 // is tried anyway: a single upstream is never skipped.
 func TestAllOnHold(t *testing.T) {
