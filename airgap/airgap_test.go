@@ -222,7 +222,7 @@ func TestLoadKeys(t *testing.T) {
 		t.Errorf("keys %+v", k)
 	}
 	os.Chmod(keyFile, 0o644)
-	if _, err := LoadKeys(keyFile, nil); err == nil || !strings.Contains(err.Error(), "other users") {
+	if _, err := LoadKeys(keyFile, nil); err == nil || !strings.Contains(err.Error(), "accessible to every user") {
 		t.Errorf("world-readable signing key: %v", err)
 	}
 	if _, err := LoadKeys("", []string{"bm90IGEga2V5"}); err == nil {

@@ -12,6 +12,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/outboxmta/outbox/internal/secret"
 )
 
 // ErrRefused marks a bundle or acknowledgement that is damaged, truncated,
@@ -39,16 +41,9 @@ type Keys struct {
 func LoadKeys(signingKeyFile string, trusted []string) (*Keys, error) {
 	k := &Keys{}
 	if signingKeyFile != "" {
-		fi, err := os.Stat(signingKeyFile)
+		b, err := secret.ReadFile("signing_key_file", signingKeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("airgap: signing key: %w", err)
-		}
-		if fi.Mode().Perm()&0o007 != 0 {
-			return nil, fmt.Errorf("airgap: signing key %s: other users may access it (mode %04o); chmod o= it", signingKeyFile, fi.Mode().Perm())
-		}
-		b, err := os.ReadFile(signingKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("airgap: signing key: %w", err)
+			return nil, fmt.Errorf("airgap: %w", err)
 		}
 		if k.Signer, err = parsePrivateKey(b); err != nil {
 			return nil, fmt.Errorf("airgap: signing key %s: %w", signingKeyFile, err)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 
@@ -16,6 +15,8 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/outboxmta/outbox/internal/secret"
 )
 
 // AuthMode is whether an endpoint offers SMTP AUTH: the listener's `auth` key.
@@ -63,25 +64,14 @@ type passwordHash interface {
 // LoadUsers reads a users file: one `user:hash` per line, blank lines and
 // lines starting with # ignored. Hashes are bcrypt ($2a$, $2b$, $2y$) or
 // argon2id in PHC form ($argon2id$v=19$m=65536,t=3,p=4$salt$hash). A file
-// that other users can read or write is refused.
+// others can read is refused, as for every secret (internal/secret).
 func LoadUsers(path string) (*Users, error) {
-	f, err := os.Open(path)
+	b, err := secret.ReadFile("users_file", path)
 	if err != nil {
-		return nil, fmt.Errorf("users file: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("users file: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("users file %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o006 != 0 {
-		return nil, fmt.Errorf("users file %s is accessible to every user (mode %04o): it holds password hashes; run chmod o-rwx %s", path, perm, path)
+		return nil, err
 	}
 	u := &Users{path: path, hashes: map[string]passwordHash{}}
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(nil, 64<<10)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())

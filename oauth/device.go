@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/outboxmta/outbox/config"
+	"github.com/outboxmta/outbox/internal/secret"
 )
 
 // Prompt is what the user must do to authorize: open URI and enter Code.
@@ -124,7 +125,7 @@ func storeRefresh(o config.OAuth2, tok *oauth2.Token) (Owner, error) {
 // in the packaging table, so the daemon (group outbox) can read it;
 // without that group, the caller's, 0600.
 func newOwner() Owner {
-	if g, err := user.LookupGroup(daemonGroup); err == nil {
+	if g, err := user.LookupGroup(secret.DaemonGroup); err == nil {
 		if gid, err := strconv.Atoi(g.Gid); err == nil {
 			return Owner{UID: os.Geteuid(), GID: gid, Mode: 0o640}
 		}

@@ -3,81 +3,25 @@ package oauth
 import (
 	"fmt"
 	"os"
-	"os/user"
-	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/outboxmta/outbox/internal/safeio"
+	"github.com/outboxmta/outbox/internal/secret"
 )
 
-// daemonGroup is the group the packaging gives the daemon (docs/design.md):
-// a secret file may be readable by it.
-const daemonGroup = "outbox"
-
 // readSecret reads the secret in the file at path, named by its config
-// key in errors. It refuses a file that users other than its owner and
-// the daemon's group can read: see checkMode.
+// key in errors, refusing a file that others can read (secret.ReadFile).
 func readSecret(key, path string) (string, error) {
-	f, err := os.Open(path)
+	b, err := secret.ReadFile(key, path)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", key, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", key, err)
-	}
-	if err := checkMode(key, path, fi); err != nil {
 		return "", err
 	}
-	b := make([]byte, 64<<10)
-	n, err := f.Read(b)
-	if err != nil && n == 0 {
-		return "", fmt.Errorf("%s %s: %w", key, path, err)
-	}
-	s := strings.TrimSpace(string(b[:n]))
+	s := strings.TrimSpace(string(b))
 	if s == "" {
 		return "", fmt.Errorf("%s %s is empty", key, path)
 	}
 	return s, nil
-}
-
-// checkMode refuses a secret file that other users can read or write, or
-// whose group can and is neither the group we run as nor the daemon's
-// group "outbox" (the packaging's root:outbox 0640).
-func checkMode(key, path string, fi os.FileInfo) error {
-	perm := fi.Mode().Perm()
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s %s is not a regular file", key, path)
-	}
-	if perm&0o007 != 0 {
-		return fmt.Errorf("%s %s is accessible to every user (mode %04o): it holds a secret; run chmod o-rwx %s", key, path, perm, path)
-	}
-	if perm&0o070 == 0 {
-		return nil
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || trustedGroup(int(st.Gid)) {
-		return nil
-	}
-	return fmt.Errorf("%s %s is readable by group %s (mode %04o): it holds a secret; run chmod g-rwx %s, or chgrp %s %s",
-		key, path, groupName(int(st.Gid)), perm, path, daemonGroup, path)
-}
-
-func trustedGroup(gid int) bool {
-	if gid == os.Getegid() {
-		return true
-	}
-	g, err := user.LookupGroup(daemonGroup)
-	return err == nil && g.Gid == strconv.Itoa(gid)
-}
-
-func groupName(gid int) string {
-	if g, err := user.LookupGroupId(strconv.Itoa(gid)); err == nil {
-		return g.Name
-	}
-	return strconv.Itoa(gid)
 }
 
 // Owner is who a written secret file belongs to, and its mode.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outboxmta/outbox/config"
+	"github.com/outboxmta/outbox/internal/secret"
 )
 
 // passwordCommandTimeout bounds password_command: a helper waiting for a
@@ -31,10 +32,9 @@ func password(ctx context.Context, u config.Upstream) (string, error) {
 	case u.Password != "":
 		return u.Password, nil
 	case u.PasswordFile != "":
-		b, err := os.ReadFile(u.PasswordFile)
+		b, err := secret.ReadFile("password_file", u.PasswordFile)
 		if err != nil {
-			// The *PathError names the file and the reason, nothing more.
-			return "", fmt.Errorf("password_file: %w", err)
+			return "", err
 		}
 		// Editors and `echo secret > file` add a newline; it is never
 		// part of the password.

@@ -15,13 +15,15 @@ import (
 const maxAddressLen = 254
 
 // Qualify turns addr into an address the smarthost will accept: surrounding
-// white space and one pair of angle brackets are removed and a bare local
+// white space and angle brackets are removed and a bare local
 // part ("root") gets "@domain" appended, as Postfix does with myorigin.
 // An address that already has a domain is returned unchanged, and "" (or
 // "<>", the null sender) stays "".
 func Qualify(addr, domain string) string {
 	a := strings.TrimSpace(addr)
-	if len(a) >= 2 && a[0] == '<' && a[len(a)-1] == '>' {
+	// Every surrounding pair goes: "<<root>>" is malformed, but taking
+	// off only one would leave a different answer for the result.
+	for len(a) >= 2 && a[0] == '<' && a[len(a)-1] == '>' {
 		a = strings.TrimSpace(a[1 : len(a)-1])
 	}
 	if a == "" || domain == "" {

@@ -43,6 +43,8 @@ func TestQualify(t *testing.T) {
 		{"<root>", "root@example.com"},
 		{" bob@example.net ", "bob@example.net"},
 		{"<>", ""},
+		{"<<@>>", "@"},
+		{"<< root >>", "root@example.com"},
 		{"", ""},
 		{`"a@b"`, `"a@b"@example.com`},
 		{`""0@example.org`, `""0@example.org`}, // malformed, but has a domain
