@@ -297,3 +297,28 @@ func TestJournalPrunesAndWatchSeesImports(t *testing.T) {
 		t.Errorf("after the rewrite, watch saw %v, want %v", seen, res2.IDs)
 	}
 }
+
+// An export interrupted by a crash leaves its temporary file: the next
+// export to that name says so, writes nothing and leaves the queue as it
+// was; once it is removed, the export goes through.
+func TestExportAfterInterruptedExport(t *testing.T) {
+	sp := openSpool(t)
+	queued := queue(t, sp, 2)
+	file := filepath.Join(t.TempDir(), "b.bundle")
+	part := filepath.Join(filepath.Dir(file), ".b.bundle.part")
+	testutil.WriteFile(t, part, []byte("half a bundle"), 0o640)
+	_, err := Export(context.Background(), sp, queued, file, Options{Host: "iso.test"})
+	if err == nil || !strings.Contains(err.Error(), part) || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("export over a stale %s: %v", part, err)
+	}
+	if _, err := os.Lstat(file); err == nil {
+		t.Error("the bundle was written")
+	}
+	if got := ids(t, sp, spool.Queue); !slices.Equal(got, queued) {
+		t.Errorf("queue %v after a refused export, want %v", got, queued)
+	}
+	os.Remove(part)
+	if res, err := Export(context.Background(), sp, queued, file, Options{Host: "iso.test"}); err != nil || res.Messages != 2 {
+		t.Errorf("export after removing the stale file: %+v, %v", res, err)
+	}
+}

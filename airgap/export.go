@@ -146,6 +146,11 @@ func Export(ctx context.Context, sp *spool.Spool, ids []string, file string, o O
 	}
 	tmp := filepath.Join(filepath.Dir(file), "."+filepath.Base(file)+".part")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if errors.Is(err, fs.ErrExist) {
+		// Taking it over could truncate a bundle another export is
+		// writing; only the sysadmin knows that none is.
+		return nil, fmt.Errorf("airgap: export: %s exists: an export to %s is running or was interrupted; if none is running, remove it", tmp, file)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("airgap: export: %w", err)
 	}
