@@ -75,7 +75,9 @@ type Airgap struct {
 	ExportInterval Duration `toml:"export_interval"`
 	// ImportDir, on the connected side, is polled every ImportInterval
 	// (default 5s) for bundles, which are imported and moved to done/ or
-	// refused/ under it. Files whose names start with a dot or end in
+	// refused/ under it. Acknowledgements (*.ack) dropped there, on the
+	// isolated side at the end of a return link, are applied as by
+	// `outbox queue ack`. Files whose names start with a dot or end in
 	// .part or .tmp, and files still growing, are left for later.
 	ImportDir      string   `toml:"import_dir"`
 	ImportInterval Duration `toml:"import_interval"`

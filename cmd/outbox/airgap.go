@@ -374,15 +374,19 @@ func (a *airgapDaemon) importDir(ctx context.Context, seen map[string]fileState)
 
 // importFile imports one bundle, writes its acknowledgement and moves it to
 // done/, or to refused/ with a .reason file beside it. Any other trouble
-// (the spool's) leaves it in place for the next poll.
+// (the spool's) leaves it in place for the next poll. An acknowledgement
+// (*.ack, coming back over a return link to the isolated side) is applied
+// as `outbox queue ack` would, and moved aside the same way.
 func (a *airgapDaemon) importFile(ctx context.Context, name string) {
 	file := filepath.Join(a.cfg.ImportDir, name)
+	if strings.HasSuffix(name, ".ack") {
+		a.applyAck(file)
+		return
+	}
 	res, err := airgap.Import(ctx, a.sp, file, a.opts)
 	switch {
 	case errors.Is(err, airgap.ErrRefused):
-		a.log.Error("refused bundle", "file", file, "reason", err)
-		to := a.moveAside(file, "refused")
-		os.WriteFile(to+".reason", []byte(err.Error()+"\n"), 0o640)
+		a.refuse(file, "refused bundle", err)
 		return
 	case err != nil:
 		if ctx.Err() == nil {
@@ -397,6 +401,36 @@ func (a *airgapDaemon) importFile(ctx context.Context, name string) {
 		return
 	}
 	a.moveAside(file, "done")
+}
+
+// applyAck deletes the exported messages the acknowledgement file names.
+// Removing them is idempotent, so trouble with the spool leaves the file
+// for the next poll.
+func (a *airgapDaemon) applyAck(file string) {
+	ack, err := airgap.ReadAck(file, a.opts.Keys)
+	var removed []string
+	if err == nil {
+		removed, err = ack.Apply(a.sp, a.opts.Host)
+	}
+	switch {
+	case errors.Is(err, airgap.ErrRefused):
+		a.refuse(file, "refused acknowledgement", err)
+		return
+	case err != nil:
+		a.log.Error("cannot apply acknowledgement; will try again", "file", file, "err", err)
+		return
+	}
+	a.log.Info("acknowledgement applied", "bundle", ack.Bundle, "importer", ack.Importer,
+		"deleted", len(removed), "not_exported", len(ack.IDs)-len(removed))
+	a.moveAside(file, "done")
+}
+
+// refuse logs why file was refused and moves it to refused/ with a
+// .reason file beside it.
+func (a *airgapDaemon) refuse(file, what string, err error) {
+	a.log.Error(what, "file", file, "reason", err)
+	to := a.moveAside(file, "refused")
+	os.WriteFile(to+".reason", []byte(err.Error()+"\n"), 0o640)
 }
 
 // moveAside moves file into the subdirectory sub of its directory, under

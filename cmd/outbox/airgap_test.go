@@ -174,7 +174,8 @@ func TestAirgapExportImportAck(t *testing.T) {
 
 // The one-way link: an isolated relay with no upstream at all exports into
 // a directory, the connected relay picks the bundles up from it, delivers,
-// and leaves an acknowledgement beside each; a damaged bundle is moved to
+// and writes an acknowledgement for each into a return link, which the
+// isolated relay applies; a damaged bundle or acknowledgement is moved to
 // refused/ with its reason, and a bundle dropped twice delivers nothing
 // twice.
 func TestAirgapDirectories(t *testing.T) {
@@ -185,9 +186,9 @@ func TestAirgapDirectories(t *testing.T) {
 		t.Fatal("the isolated relay still has an upstream")
 	}
 	os.WriteFile(iso.config, cfg, 0o644)
-	diode := filepath.Join(t.TempDir(), "diode")
-	iso.smConfig(t, "", fmt.Sprintf("export_dir = %q\nexport_interval = \"1s\"\n", diode))
-	con.smConfig(t, "", fmt.Sprintf("import_dir = %q\nimport_interval = \"1s\"\n", diode))
+	diode, back := filepath.Join(t.TempDir(), "diode"), filepath.Join(t.TempDir(), "back")
+	iso.smConfig(t, "", fmt.Sprintf("export_dir = %q\nexport_interval = \"1s\"\nimport_dir = %q\nimport_interval = \"1s\"\n", diode, back))
+	con.smConfig(t, "", fmt.Sprintf("import_dir = %q\nimport_interval = \"1s\"\nack_dir = %q\n", diode, back))
 	con.startSink(t)
 	iso.startServe(t)
 	con.startServe(t)
@@ -200,44 +201,41 @@ func TestAirgapDirectories(t *testing.T) {
 		marker := fmt.Sprintf("X-Marker: diode-%d\r\n", i)
 		waitFor(t, marker+" at the connected relay's upstream", func() bool { return con.count(t, marker) == 1 })
 	}
-	var acks []string
-	waitFor(t, "the acknowledgements in done/", func() bool {
-		acks, _ = filepath.Glob(filepath.Join(diode, "done", "*.ack"))
-		return len(acks) > 0
-	})
+	// The acknowledgements come back and empty exported/.
+	waitFor(t, "the isolated relay's queue to empty", func() bool { return len(iso.queue(t)) == 0 })
 	done, _ := filepath.Glob(filepath.Join(diode, "done", "*.bundle"))
-	if len(done) != len(acks) {
-		t.Fatalf("done/ holds bundles %v and acks %v", done, acks)
+	acks, _ := filepath.Glob(filepath.Join(back, "done", "*.ack"))
+	if len(done) == 0 || len(done) != len(acks) {
+		t.Fatalf("done/ holds bundles %v and applied acks %v", done, acks)
 	}
-	for _, ack := range acks {
-		if out, err := iso.outbox(t, "queue", "ack", ack); err != nil {
-			t.Fatalf("ack: %v\n%s", err, out)
+	drop := func(dir, name string, data []byte) {
+		tmp := filepath.Join(dir, "."+name+".part")
+		os.WriteFile(tmp, data, 0o644)
+		os.Rename(tmp, filepath.Join(dir, name))
+	}
+	refusedFor := func(dir, name, want string) {
+		t.Helper()
+		// The .reason file is created, then written: wait for its text.
+		var reason []byte
+		waitFor(t, name+" in refused/ with its reason", func() bool {
+			reason, _ = os.ReadFile(filepath.Join(dir, "refused", name+".reason"))
+			return len(reason) > 0
+		})
+		if !strings.Contains(string(reason), want) {
+			t.Errorf("%s refused for %q, want %q", name, reason, want)
 		}
 	}
-	if q := iso.queue(t); len(q) != 0 {
-		t.Errorf("after the acks the isolated relay still holds %+v", q)
-	}
+	// An acknowledgement nobody trusted signed deletes nothing.
+	drop(back, "forged.ack", []byte("outbox-ack 1\nbundle x\n"))
+	refusedFor(back, "forged.ack", "acknowledgement")
 
 	// A damaged bundle and a second copy of a good one.
 	good, _ := os.ReadFile(done[0])
-	drop := func(name string, data []byte) {
-		tmp := filepath.Join(diode, "."+name+".part")
-		os.WriteFile(tmp, data, 0o644)
-		os.Rename(tmp, filepath.Join(diode, name))
-	}
-	drop("broken.bundle", good[:len(good)-100])
-	drop("again.bundle", good)
-	// The .reason file is created, then written: wait for its text.
-	var reason []byte
-	waitFor(t, "the broken bundle in refused/ with its reason", func() bool {
-		reason, _ = os.ReadFile(filepath.Join(diode, "refused", "broken.bundle.reason"))
-		return len(reason) > 0
-	})
-	if !strings.Contains(string(reason), "truncated") {
-		t.Errorf("reason: %s", reason)
-	}
-	waitFor(t, "the second copy in done/", func() bool {
-		_, err := os.Stat(filepath.Join(diode, "done", "again.ack"))
+	drop(diode, "broken.bundle", good[:len(good)-100])
+	drop(diode, "again.bundle", good)
+	refusedFor(diode, "broken.bundle", "truncated")
+	waitFor(t, "the second copy's acknowledgement applied", func() bool {
+		_, err := os.Stat(filepath.Join(back, "done", "again.ack"))
 		return err == nil
 	})
 	if q := con.queue(t); len(q) != 0 {
