@@ -22,8 +22,9 @@ import (
 )
 
 const (
-	suite       = "bookworm"
-	testVersion = "0.0.0~test1"
+	suite          = "bookworm"
+	testVersion    = "0.0.0~test1"
+	upgradeVersion = "0.0.0~test2"
 )
 
 // needRoot skips the test unless it runs as root (dpkg in a chroot), or
@@ -235,7 +236,8 @@ func mustRun(t *testing.T, root string, args ...string) string {
 // The .deb installs into a fresh Debian with dpkg -i alone: user, modes,
 // links, conffile, enabled socket; an unprivileged user's sendmail drops
 // mail through the set-group-ID binary while no daemon runs; reinstalling
-// keeps the administrator's configuration; dpkg -r keeps the spool and the
+// and upgrading keep the administrator's configuration and the queued
+// mail; dpkg -r keeps the spool and the
 // configuration, dpkg -P removes them.
 func TestInstallDeb(t *testing.T) {
 	needRoot(t)
@@ -310,14 +312,23 @@ func TestInstallDeb(t *testing.T) {
 	drop := filepath.Join(spoolDir, "incoming", drops[0].Name())
 	checkModes(t, root, []want{{drop, "nobody", "outbox", 0o440}})
 
-	// Reinstalling (an upgrade's path) keeps the modes and the
-	// administrator's configuration.
+	// Reinstalling, and upgrading to a newer version (the same package
+	// repacked with a higher Version), keep the modes, the queued mail
+	// and the administrator's configuration.
 	config := filepath.Join(root, "etc/outbox/outbox.toml")
 	appendFile(t, config, "# edited by the administrator\n")
-	mustRun(t, root, "dpkg", "-i", "/tmp/outbox.deb")
-	checkModes(t, root, installed)
-	if b, _ := os.ReadFile(config); !bytes.Contains(b, []byte("# edited by the administrator")) {
-		t.Error("reinstalling replaced the edited configuration")
+	mustRun(t, root, "sh", "-ec", `dpkg-deb -R /tmp/outbox.deb /tmp/up
+		sed -i 's/^Version: .*/Version: `+upgradeVersion+`/' /tmp/up/DEBIAN/control
+		dpkg-deb -b /tmp/up /tmp/outbox-up.deb >/dev/null`)
+	for _, pkg := range []string{"/tmp/outbox.deb", "/tmp/outbox-up.deb"} {
+		mustRun(t, root, "dpkg", "-i", pkg)
+		checkModes(t, root, append(installed, want{drop, "nobody", "outbox", 0o440}))
+		if b, _ := os.ReadFile(config); !bytes.Contains(b, []byte("# edited by the administrator")) {
+			t.Errorf("dpkg -i %s replaced the edited configuration", pkg)
+		}
+	}
+	if out := mustRun(t, root, "dpkg-query", "-W", "-f=${Version}", "outbox"); out != upgradeVersion {
+		t.Errorf("after the upgrade dpkg has outbox %q, want %s", out, upgradeVersion)
 	}
 
 	mustRun(t, root, "dpkg", "-r", "outbox")
