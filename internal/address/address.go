@@ -88,6 +88,9 @@ func Valid(a string) error {
 		if unicode.IsControl(r) {
 			return errors.New("contains a control character")
 		}
+		if invisible(r) {
+			return fmt.Errorf("contains the invisible character %U", r)
+		}
 	}
 	local, domain, hasAt := splitAddress(a)
 	if !hasAt {
@@ -130,8 +133,6 @@ func validLocal(local string) error {
 			return errors.New("more than one '@'")
 		case unicode.IsSpace(r):
 			return errors.New("contains white space")
-		case !unicode.IsGraphic(r):
-			return fmt.Errorf("invisible character %U in local part", r)
 		case r != '.' && !IsAtext(r):
 			return fmt.Errorf("invalid character %q in local part", r)
 		}
@@ -164,15 +165,11 @@ func validDomain(domain string) error {
 		}
 		for _, r := range label {
 			// Letters, digits and hyphens (RFC 5321 sub-domain), plus UTF-8
-			// U-labels for internationalized domains. Unicode white space
-			// (U+3000) and invisible characters (U+200B) pass a byte-level
-			// check but no resolver or IDNA mapping accepts them, and they
-			// make a log line lie about where mail went.
+			// U-labels for internationalized domains, but not Unicode
+			// white space (U+3000), which no IDNA mapping accepts.
 			switch {
 			case unicode.IsSpace(r):
 				return errors.New("contains white space")
-			case r >= utf8.RuneSelf && !unicode.IsGraphic(r):
-				return fmt.Errorf("invisible character %U in domain", r)
 			case !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
 				r == '-' || r >= utf8.RuneSelf):
 				return fmt.Errorf("invalid character %q in domain", r)
@@ -180,6 +177,15 @@ func validDomain(domain string) error {
 		}
 	}
 	return nil
+}
+
+// invisible reports whether r is a format or other non-printing character
+// (U+200B zero width space, U+202E right-to-left override, U+FEFF) that
+// would make a log line or a bounce show a different address from the one
+// used; the zero width joiner and non-joiner are spelling in some scripts
+// (IDNA allows them in context) and emoji, so they stay.
+func invisible(r rune) bool {
+	return r >= utf8.RuneSelf && !unicode.IsGraphic(r) && r != '\u200c' && r != '\u200d'
 }
 
 // IsAtext reports whether r may appear in an RFC 5322 atom (RFC 6532 adds

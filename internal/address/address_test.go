@@ -30,6 +30,11 @@ func TestValid(t *testing.T) {
 		"a@exa\u200bmple.com":        false, // zero-width space
 		"a\u00a0b@example.com":       false, // no-break space
 		"\"a\u0085b\"@example.com":   false, // C1 control in a quoted string
+		"\"a\u200bb\"@example.com":   false, // zero-width space in a quoted string
+		"\"a\u00a0b\"@example.com":   true,  // a quoted string may hold any space
+		"a@example.com\u202e":        false, // right-to-left override
+		"user@\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.example": true, // ZWNJ, Persian
+		"\U0001F468\u200d\U0001F4BB@example.com":                        true, // ZWJ emoji sequence
 	} {
 		if err := Valid(addr); (err == nil) != ok {
 			t.Errorf("Valid(%q) = %v, want ok=%v", addr, err, ok)
