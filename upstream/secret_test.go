@@ -41,13 +41,17 @@ func helper(t *testing.T, mode string) []string {
 
 func TestPassword(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, content string) string {
+	writeMode := func(name, content string, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // past the umask
 			t.Fatal(err)
 		}
 		return p
 	}
+	write := func(name, content string) string { return writeMode(name, content, 0o600) }
 	passwordCommandTimeout = 2 * time.Second
 	t.Cleanup(func() { passwordCommandTimeout = 30 * time.Second })
 
@@ -63,6 +67,7 @@ func TestPassword(t *testing.T) {
 		{name: "file crlf", u: config.Upstream{PasswordFile: write("crlf", "filepw\r\n")}, want: "filepw"},
 		{name: "file no newline", u: config.Upstream{PasswordFile: write("bare", "filepw")}, want: "filepw"},
 		{name: "file missing", u: config.Upstream{PasswordFile: filepath.Join(dir, "missing")}, wantErr: "password_file"},
+		{name: "file others can read", u: config.Upstream{PasswordFile: writeMode("open", "filepw\n", 0o644)}, wantErr: "password_file " + filepath.Join(dir, "open") + " is accessible to every user"},
 		{name: "command", helper: "ok", want: "fr0m-command"},
 		{name: "command fails", helper: "fail", wantErr: "vault is locked"},
 		{name: "command prints nothing", helper: "empty", wantErr: "printed no password"},

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"syscall"
 )
@@ -26,7 +27,7 @@ const maxSize = 1 << 20
 // ReadFile returns the contents of the secret file at path, named by its
 // config key in errors ("password_file /etc/outbox/pw is ..."). It refuses
 // a file that is not a regular file, that every user can access, or whose
-// group can read it when that group is neither ours nor DaemonGroup.
+// group has access when that group is not a trusted one (TrustedGroup).
 func ReadFile(key, path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -67,14 +68,22 @@ func CheckMode(key, path string, fi os.FileInfo) error {
 	if !ok || TrustedGroup(int(st.Gid)) {
 		return nil
 	}
-	return fmt.Errorf("%s %s is readable by group %s (mode %04o): it holds a secret; run chmod g-rwx %s, or chgrp %s %s",
-		key, path, groupName(int(st.Gid)), perm, path, DaemonGroup, path)
+	fix := "chmod g-rwx " + path
+	if _, err := user.LookupGroup(DaemonGroup); err == nil {
+		fix += ", or chgrp " + DaemonGroup + " " + path
+	}
+	return fmt.Errorf("%s %s is accessible to group %s (mode %04o), which is not ours: it holds a secret; run %s",
+		key, path, groupName(int(st.Gid)), perm, fix)
 }
 
-// TrustedGroup reports whether members of group gid may read our secrets:
-// it is the group we run as, or DaemonGroup.
+// TrustedGroup reports whether members of group gid may have access to
+// our secrets: it is root's group, DaemonGroup, or a group we are in (the
+// only way for us to read a file we do not own might be through it).
 func TrustedGroup(gid int) bool {
-	if gid == os.Getegid() {
+	if gid == 0 || gid == os.Getegid() {
+		return true
+	}
+	if groups, err := os.Getgroups(); err == nil && slices.Contains(groups, gid) {
 		return true
 	}
 	g, err := user.LookupGroup(DaemonGroup)

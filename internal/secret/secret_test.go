@@ -48,8 +48,9 @@ func TestReadFile(t *testing.T) {
 	}
 }
 
-// A file readable by a group that is neither ours nor outbox is refused;
-// the same file without group access is fine.
+// A file readable by a group that is neither ours, root's nor outbox is
+// refused; the same file without group access is fine, and so is one
+// readable by root's group (install -o outbox -m 0640 as root).
 func TestForeignGroup(t *testing.T) {
 	g, err := foreignGroup()
 	if err != nil {
@@ -61,12 +62,19 @@ func TestForeignGroup(t *testing.T) {
 	if err := os.Chown(path, -1, g); err != nil {
 		t.Skip("cannot chgrp:", err)
 	}
-	if _, err := ReadFile("refresh_token_file", path); err == nil || !strings.Contains(err.Error(), "is readable by group") || !strings.Contains(err.Error(), "chgrp outbox") {
+	if _, err := ReadFile("refresh_token_file", path); err == nil || !strings.Contains(err.Error(), "is accessible to group") || !strings.Contains(err.Error(), "chmod g-rwx") {
 		t.Errorf("0640 foreign group: error = %v", err)
 	}
 	os.Chmod(path, 0o600)
 	if _, err := ReadFile("refresh_token_file", path); err != nil {
 		t.Errorf("0600 foreign group: %v", err)
+	}
+	os.Chmod(path, 0o640)
+	if err := os.Chown(path, -1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadFile("refresh_token_file", path); err != nil {
+		t.Errorf("0640 group root: %v", err)
 	}
 }
 
