@@ -256,26 +256,22 @@ func (u *member) holdEnd() time.Time {
 //
 // Refused credentials are the exception: the client holds those itself
 // and retries AUTH once a minute, which is what it logs and what the
-// sysadmin fixing a password waits for. Doubling this hold on top would
-// stretch that to five minutes, so it stays at its shortest.
+// sysadmin fixing a password waits for. A longer hold here would stretch
+// that, so theirs is always the shortest.
 func (g *Group) fail(u *member, err error) {
 	now := g.now()
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.down.IsZero() {
+	switch {
+	case u.down.IsZero():
 		u.down, u.hold = now, holdMin
 		g.log.Warn("upstream down", "relay", u.Name, "reason", err.Error(), "hold", u.hold)
-	} else if now.After(u.until) && !authRefused(err) {
+	case upstream.AuthRefused(err):
+		u.hold = holdMin
+	case now.After(u.until):
 		u.hold = min(2*u.hold, holdMax)
 	}
 	u.until = now.Add(u.hold)
-}
-
-// authRefused reports whether err is the upstream refusing the
-// credentials (a 5xx to AUTH).
-func authRefused(err error) bool {
-	var ue *upstream.Error
-	return errors.As(err, &ue) && ue.Op == "auth" && ue.Code/100 == 5
 }
 
 // ok notes that u answered; if it was down, it is back.

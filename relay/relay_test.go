@@ -315,9 +315,9 @@ func TestHoldOff(t *testing.T) {
 	}
 }
 
-// Refused credentials keep the shortest hold however often they repeat:
-// the client already holds them for a minute, and the sysadmin who fixed
-// the password should not wait five.
+// Refused credentials keep the shortest hold however often they repeat
+// and whatever failed before: the client already holds them for a minute,
+// and the sysadmin who fixed the password should not wait five.
 func TestAuthRefusalHoldDoesNotGrow(t *testing.T) {
 	g := newGroup(t, nil, testUpstream(t, "a", closedAddr(t)))
 	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
@@ -332,6 +332,7 @@ func TestAuthRefusalHoldDoesNotGrow(t *testing.T) {
 		{&upstream.Error{Op: "auth", Code: 535, Enhanced: "5.7.8", Temporary: true}, holdMin},
 		{&upstream.Error{Op: "connect", Temporary: true}, 2 * holdMin},
 		{&upstream.Error{Op: "auth", Code: 454, Temporary: true}, 4 * holdMin},
+		{&upstream.Error{Op: "auth", Code: 535, Enhanced: "5.7.8", Temporary: true}, holdMin},
 	} {
 		now = now.Add(u.hold + time.Second)
 		g.fail(u, tt.err)

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -19,6 +20,15 @@ import (
 // the server with credentials (an unreadable password_file, an OAuth
 // token refresh that failed, 454 temporary failures) are not held.
 const authHoldOff = time.Minute
+
+// AuthRefused reports whether err is the upstream refusing the
+// credentials: a 5xx reply to AUTH (535 5.7.8 and the like). Such errors
+// are temporary for the message, which waits for the credentials to be
+// fixed, and the Client holds them itself (authHoldOff).
+func AuthRefused(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Op == "auth" && e.Code >= 500
+}
 
 // authState remembers a refused login between attempts.
 type authState struct {
@@ -55,7 +65,7 @@ func (c *Client) held() (probe bool, err error) {
 // to fix, and once when it accepts them again.
 func (c *Client) noteSetup(err error) {
 	e, _ := err.(*Error)
-	refused := e != nil && e.Op == "auth" && e.Code >= 500
+	refused := AuthRefused(err)
 	if err != nil && !refused {
 		return // not about the credentials: nothing learned
 	}
