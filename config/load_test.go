@@ -901,7 +901,16 @@ func TestAirgap(t *testing.T) {
 	if len(c.Upstreams) != 0 || c.Airgap.AckDir != "/srv/in/done" {
 		t.Errorf("airgap = %+v", c.Airgap)
 	}
-	_, err := parse(t, upstream+"[airgap]\nsigning_key_file = \"airgap.key\"\ntrusted_keys = [\"peer.pub\"]\nimport_dir = \"in\"\nimport_interval = \"0s\"\n")
+	_, err := parse(t, "[airgap]\nexport_dir = \"/srv/gap\"\nimport_dir = \"/srv/gap/\"\nack_dir = \"/srv/gap\"\n")
+	for _, want := range []string{
+		`:3: airgap.import_dir: must differ from export_dir: the relay would import its own bundles`,
+		`:4: airgap.ack_dir: must differ from import_dir`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+	_, err = parse(t, upstream+"[airgap]\nsigning_key_file = \"airgap.key\"\ntrusted_keys = [\"peer.pub\"]\nimport_dir = \"in\"\nimport_interval = \"0s\"\n")
 	for _, want := range []string{
 		`:4: airgap.signing_key_file: must be an absolute path, got "airgap.key"`,
 		`:5: airgap.trusted_keys[0]: "peer.pub" is neither the base64 of an ed25519 public key nor an absolute path`,

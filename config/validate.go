@@ -93,6 +93,13 @@ func (l *loader) airgap(a *Airgap) {
 			l.absolute("airgap."+key, path)
 		}
 	}
+	same := func(a, b string) bool { return a != "" && b != "" && filepath.Clean(a) == filepath.Clean(b) }
+	if same(a.ImportDir, a.ExportDir) {
+		l.errorf("airgap.import_dir", "must differ from export_dir: the relay would import its own bundles")
+	}
+	if same(a.AckDir, a.ImportDir) {
+		l.errorf("airgap.ack_dir", "must differ from import_dir, where the acknowledgements would be read back in")
+	}
 	l.positive("airgap.export_interval", a.ExportInterval)
 	l.positive("airgap.import_interval", a.ImportInterval)
 	for i, k := range a.TrustedKeys {

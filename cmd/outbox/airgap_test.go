@@ -12,6 +12,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/outboxmta/outbox/airgap"
+	"github.com/outboxmta/outbox/spool"
 )
 
 // keyPair writes an ed25519 key pair as openssl would: NAME.key (PEM PKCS
@@ -63,6 +67,29 @@ func airgapWorlds(t *testing.T) (iso, con *world) {
 	iso.smConfig(t, "", fmt.Sprintf("\n[airgap]\nsigning_key_file = %q\ntrusted_keys = [%q]\n", isoKey, conPub))
 	con.smConfig(t, "", fmt.Sprintf("\n[airgap]\nsigning_key_file = %q\ntrusted_keys = [%q]\n", conKey, isoPub))
 	return iso, con
+}
+
+// dropFile puts a file into dir the way a careful link does: written
+// under a dot name, then renamed.
+func dropFile(dir, name string, data []byte) {
+	tmp := filepath.Join(dir, "."+name+".part")
+	os.WriteFile(tmp, data, 0o644)
+	os.Rename(tmp, filepath.Join(dir, name))
+}
+
+// refusedFor waits for name to be refused from dir (moved to refused/ with
+// a .reason file) and checks the reason.
+func refusedFor(t *testing.T, dir, name, want string) {
+	t.Helper()
+	// The .reason file is created, then written: wait for its text.
+	var reason []byte
+	waitFor(t, name+" in refused/ with its reason", func() bool {
+		reason, _ = os.ReadFile(filepath.Join(dir, "refused", name+".reason"))
+		return len(reason) > 0
+	})
+	if !strings.Contains(string(reason), want) {
+		t.Errorf("%s refused for %q, want %q", name, reason, want)
+	}
 }
 
 func TestAirgapExportImportAck(t *testing.T) {
@@ -175,9 +202,9 @@ func TestAirgapExportImportAck(t *testing.T) {
 // The one-way link: an isolated relay with no upstream at all exports into
 // a directory, the connected relay picks the bundles up from it, delivers,
 // and writes an acknowledgement for each into a return link, which the
-// isolated relay applies; a damaged bundle or acknowledgement is moved to
-// refused/ with its reason, and a bundle dropped twice delivers nothing
-// twice.
+// isolated relay applies; an acknowledgement signed by an untrusted key
+// and a damaged bundle are moved to refused/ with their reasons, and a
+// bundle dropped twice delivers nothing twice.
 func TestAirgapDirectories(t *testing.T) {
 	iso, con := airgapWorlds(t)
 	b, _ := os.ReadFile(iso.config)
@@ -191,12 +218,41 @@ func TestAirgapDirectories(t *testing.T) {
 	con.smConfig(t, "", fmt.Sprintf("import_dir = %q\nimport_interval = \"1s\"\nack_dir = %q\n", diode, back))
 	con.startSink(t)
 	iso.startServe(t)
-	con.startServe(t)
 
 	for i := range 2 {
 		iso.smtpSend(t, "app@example.com", []string{fmt.Sprintf("user%d@example.net", i)},
 			fmt.Sprintf("Subject: by diode\r\nX-Marker: diode-%d\r\n\r\nthrough the diode\r\n", i))
 	}
+	var exported []string
+	waitFor(t, "both messages in exported/", func() bool {
+		exported = exported[:0]
+		for _, e := range iso.queue(t) {
+			if e.State == string(spool.Exported) {
+				exported = append(exported, e.ID)
+			}
+		}
+		return len(exported) == 2
+	})
+	// An acknowledgement of exactly those, well formed but signed by a
+	// key the isolated relay does not trust, deletes nothing.
+	strangerKey, _ := keyPair(t, t.TempDir(), "stranger")
+	stranger, err := airgap.LoadKeys(strangerKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := &airgap.Ack{Bundle: spool.NewID(time.Now()), Source: "iso.test", Importer: "con.test", Created: time.Now(), IDs: exported}
+	tmp := filepath.Join(t.TempDir(), "forged.ack")
+	if err := forged.Write(tmp, stranger); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(tmp)
+	dropFile(back, "forged.ack", b)
+	refusedFor(t, back, "forged.ack", "not in trusted_keys")
+	if q := iso.queue(t); len(q) != 2 {
+		t.Fatalf("after a forged acknowledgement the isolated relay holds %+v, want both messages", q)
+	}
+
+	con.startServe(t)
 	for i := range 2 {
 		marker := fmt.Sprintf("X-Marker: diode-%d\r\n", i)
 		waitFor(t, marker+" at the connected relay's upstream", func() bool { return con.count(t, marker) == 1 })
@@ -208,32 +264,11 @@ func TestAirgapDirectories(t *testing.T) {
 	if len(done) == 0 || len(done) != len(acks) {
 		t.Fatalf("done/ holds bundles %v and applied acks %v", done, acks)
 	}
-	drop := func(dir, name string, data []byte) {
-		tmp := filepath.Join(dir, "."+name+".part")
-		os.WriteFile(tmp, data, 0o644)
-		os.Rename(tmp, filepath.Join(dir, name))
-	}
-	refusedFor := func(dir, name, want string) {
-		t.Helper()
-		// The .reason file is created, then written: wait for its text.
-		var reason []byte
-		waitFor(t, name+" in refused/ with its reason", func() bool {
-			reason, _ = os.ReadFile(filepath.Join(dir, "refused", name+".reason"))
-			return len(reason) > 0
-		})
-		if !strings.Contains(string(reason), want) {
-			t.Errorf("%s refused for %q, want %q", name, reason, want)
-		}
-	}
-	// An acknowledgement nobody trusted signed deletes nothing.
-	drop(back, "forged.ack", []byte("outbox-ack 1\nbundle x\n"))
-	refusedFor(back, "forged.ack", "acknowledgement")
-
 	// A damaged bundle and a second copy of a good one.
 	good, _ := os.ReadFile(done[0])
-	drop(diode, "broken.bundle", good[:len(good)-100])
-	drop(diode, "again.bundle", good)
-	refusedFor(diode, "broken.bundle", "truncated")
+	dropFile(diode, "broken.bundle", good[:len(good)-100])
+	dropFile(diode, "again.bundle", good)
+	refusedFor(t, diode, "broken.bundle", "truncated")
 	waitFor(t, "the second copy's acknowledgement applied", func() bool {
 		_, err := os.Stat(filepath.Join(back, "done", "again.ack"))
 		return err == nil
