@@ -228,6 +228,12 @@ func TestLoadKeys(t *testing.T) {
 	if _, err := LoadKeys("", []string{"bm90IGEga2V5"}); err == nil {
 		t.Error("a bad trusted key was accepted")
 	}
+	// A key whose base64 begins with '/' is a key, not a path.
+	slash := make(ed25519.PublicKey, ed25519.PublicKeySize)
+	slash[0] = 0xfc
+	if k, err := LoadKeys("", []string{KeyString(slash)}); err != nil || len(k.Trusted) != 1 || !k.Trusted[0].Equal(slash) {
+		t.Errorf("LoadKeys(%q) = %+v, %v", KeyString(slash), k, err)
+	}
 }
 
 // Keys made as the README says, with openssl, sign and verify.

@@ -50,13 +50,18 @@ func LoadKeys(signingKeyFile string, trusted []string) (*Keys, error) {
 		}
 	}
 	for _, t := range trusted {
-		src := []byte(t)
-		if strings.HasPrefix(t, "/") {
-			b, err := os.ReadFile(t)
-			if err != nil {
-				return nil, fmt.Errorf("airgap: trusted key: %w", err)
-			}
-			src = b
+		// A key in base64 may itself begin with '/' (one in 64 do), so
+		// the key is tried before the path.
+		if pub, err := parsePublicKey([]byte(t)); err == nil {
+			k.Trusted = append(k.Trusted, pub)
+			continue
+		}
+		if !strings.HasPrefix(t, "/") {
+			return nil, fmt.Errorf("airgap: trusted key %q: neither the base64 of a 32-byte ed25519 public key nor an absolute path", t)
+		}
+		src, err := os.ReadFile(t)
+		if err != nil {
+			return nil, fmt.Errorf("airgap: trusted key: %w", err)
 		}
 		pub, err := parsePublicKey(src)
 		if err != nil {
