@@ -27,7 +27,7 @@ const maxSize = 1 << 20
 // ReadFile returns the contents of the secret file at path, named by its
 // config key in errors ("password_file /etc/outbox/pw is ..."). It refuses
 // a file that is not a regular file, that every user can access, or whose
-// group has access when that group is not a trusted one (TrustedGroup).
+// group has access when that group is not a trusted one (see trustedGroup).
 func ReadFile(key, path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -39,7 +39,7 @@ func ReadFile(key, path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}
-	if err := CheckMode(key, path, fi); err != nil {
+	if err := checkMode(key, path, fi); err != nil {
 		return nil, err
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSize+1))
@@ -52,8 +52,8 @@ func ReadFile(key, path string) ([]byte, error) {
 	return b, nil
 }
 
-// CheckMode applies ReadFile's rule to fi, the file at path.
-func CheckMode(key, path string, fi os.FileInfo) error {
+// checkMode applies ReadFile's rule to fi, the file at path.
+func checkMode(key, path string, fi os.FileInfo) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("%s %s is not a regular file", key, path)
 	}
@@ -65,7 +65,7 @@ func CheckMode(key, path string, fi os.FileInfo) error {
 		return nil
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || TrustedGroup(int(st.Gid)) {
+	if !ok || trustedGroup(int(st.Gid)) {
 		return nil
 	}
 	fix := "chmod g-rwx " + path
@@ -76,10 +76,10 @@ func CheckMode(key, path string, fi os.FileInfo) error {
 		key, path, groupName(int(st.Gid)), perm, fix)
 }
 
-// TrustedGroup reports whether members of group gid may have access to
+// trustedGroup reports whether members of group gid may have access to
 // our secrets: it is root's group, DaemonGroup, or a group we are in (the
 // only way for us to read a file we do not own might be through it).
-func TrustedGroup(gid int) bool {
+func trustedGroup(gid int) bool {
 	if gid == 0 || gid == os.Getegid() {
 		return true
 	}

@@ -85,7 +85,7 @@ func foreignGroup() (int, error) {
 			continue
 		}
 		gid, _ := strconv.Atoi(g.Gid)
-		if !TrustedGroup(gid) {
+		if !trustedGroup(gid) {
 			return gid, nil
 		}
 	}
